@@ -1,0 +1,2 @@
+"""Framework-free machinery of the conformance suite: the rule catalogue,
+profiles, case seeds, comparisons and results records."""
