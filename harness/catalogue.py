@@ -55,7 +55,9 @@ def parse_rules(data, source):
         if rule.area not in AREAS:
             raise CatalogueError(f"{where} ({rule.id}): invalid area {rule.area!r}: expected one of {AREAS}")
         if rule.tolerance not in CLASSES:
-            raise CatalogueError(f"{where} ({rule.id}): invalid tolerance {rule.tolerance!r}: expected one of {CLASSES}")
+            raise CatalogueError(
+                f"{where} ({rule.id}): invalid tolerance {rule.tolerance!r}: expected one of {CLASSES}"
+            )
         rules[rule.id] = rule
     if not rules:
         raise CatalogueError(f"{source}: no [[rule]] tables found")

@@ -72,7 +72,9 @@ def sgd_by_hand(momentum, wd, clip_gradient, momentum_form, clip_order):
 @pytest.mark.parametrize("clip_order", optim.CLIP_ORDERS)
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_sgd_trajectory_by_hand(momentum, clip_order, momentum_form):
-    optimizer = optim.SGD(momentum=momentum, wd=0.05, clip_gradient=1.5, clip_order=clip_order, momentum_form=momentum_form)
+    optimizer = optim.SGD(
+        momentum=momentum, wd=0.05, clip_gradient=1.5, clip_order=clip_order, momentum_form=momentum_form
+    )
     expected = sgd_by_hand(0.9 if momentum else 0.0, 0.05, 1.5, momentum_form, clip_order)
     np.testing.assert_allclose(run_trainer(optimizer), expected, rtol=1e-14)
 
@@ -144,7 +146,12 @@ def adam_by_hand(wd, clip_gradient, epsilon_placement, wd_mode, clip_order, beta
 @pytest.mark.parametrize("clip_order", optim.CLIP_ORDERS)
 def test_adam_trajectory_by_hand(epsilon_placement, wd_mode, clip_order):
     optimizer = optim.Adam(
-        wd=0.05, clip_gradient=1.5, epsilon=1e-3, epsilon_placement=epsilon_placement, wd_mode=wd_mode, clip_order=clip_order
+        wd=0.05,
+        clip_gradient=1.5,
+        epsilon=1e-3,
+        epsilon_placement=epsilon_placement,
+        wd_mode=wd_mode,
+        clip_order=clip_order,
     )
     expected = adam_by_hand(0.05, 1.5, epsilon_placement, wd_mode, clip_order, epsilon=1e-3)
     np.testing.assert_allclose(run_trainer(optimizer), expected, rtol=1e-13)
@@ -163,7 +170,9 @@ def test_adam_epsilon_placement_factor():
     # lr * g / (g + eps) = lr / 11. Before it: lr * sqrt(0.001) * g / (sqrt(0.001) g + eps)
     # = lr * 3.1623e-6 / 1.0031623e-3. The ratio is 28.8.
     def first_step(placement):
-        trainer = optim.Trainer({"w": np.zeros(1)}, optim.Adam(learning_rate=1.0, epsilon=1e-3, epsilon_placement=placement))
+        trainer = optim.Trainer(
+            {"w": np.zeros(1)}, optim.Adam(learning_rate=1.0, epsilon=1e-3, epsilon_placement=placement)
+        )
         trainer.backward({"w": np.array([1e-4])})
         trainer.step(1)
         return -trainer.weights()["w"][0]
@@ -195,7 +204,9 @@ def test_adam_defaults():
 @pytest.mark.rule("ADAM-UPDATE")
 def test_adam_without_bias_correction():
     # m = 0.1 g, v = 0.001 g^2: step = lr * 0.1 g / (sqrt(0.001) |g|) = lr * 3.16228 sign(g).
-    weight = run_trainer(optim.Adam(learning_rate=0.01, epsilon=0.0, bias_correction=False), [np.array([1.0] * 4)], [0.01])
+    weight = run_trainer(
+        optim.Adam(learning_rate=0.01, epsilon=0.0, bias_correction=False), [np.array([1.0] * 4)], [0.01]
+    )
     np.testing.assert_allclose(weight, WEIGHTS - 0.01 * 0.1 / math.sqrt(0.001), rtol=1e-14)
 
 
