@@ -211,7 +211,13 @@ class Adapter(abc.ABC):
 
     # 4. Optimizers ---------------------------------------------------------------
 
+    def optimizer_implementations(self, optimizer_name):
+        """Return the names of the framework's implementations of an
+        optimizer (PyTorch: for-loop, foreach, fused); one by default."""
+        return ("default",)
+
     @abc.abstractmethod
-    def trainer(self, params, optimizer, *, grad_req="write", mode="canonical"):
+    def trainer(self, params, optimizer, *, grad_req="write", mode="canonical", implementation="default"):
         """Return a ``Trainer`` over ``params`` (name -> array, or a
-        ``Model``) with the reference ``optimizer``'s hyperparameters."""
+        ``Model``) with the reference ``optimizer``'s hyperparameters,
+        using ``implementation``, one of ``optimizer_implementations``."""

@@ -352,7 +352,7 @@ class MXNetAdapter(Adapter):
 
     # Optimizers
 
-    def trainer(self, params, optimizer, *, grad_req="write", mode="canonical"):
+    def trainer(self, params, optimizer, *, grad_req="write", mode="canonical", implementation="default"):
         if isinstance(params, MXNetModel):
             named = dict(params.named_parameters())
         else:

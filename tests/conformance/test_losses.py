@@ -90,12 +90,13 @@ def test_weighting(adapter, check, profile, name, weight, sample_weight):
 
 
 @pytest.mark.rule("LOSS-BATCH-AXIS")
+@pytest.mark.parametrize("question", QUESTIONS)
 @pytest.mark.parametrize(("shape", "batch_axis"), [((5, 8), 1), ((3, 4, 2), 1), ((3, 4, 2), 2)])
 @pytest.mark.parametrize("name", ["l1", "l2"])
-def test_batch_axis(adapter, check, profile, name, shape, batch_axis):
+def test_batch_axis(adapter, check, profile, name, shape, batch_axis, question):
     pred, label = make_inputs(check, shape)
-    actual_loss, actual_grad = adapter.loss(name, pred, label, batch_axis=batch_axis)
-    check_loss(check, name, actual_loss, actual_grad, pred, label, "canonical", profile, batch_axis=batch_axis)
+    actual_loss, actual_grad = adapter.loss(name, pred, label, batch_axis=batch_axis, mode=adapter_mode(question))
+    check_loss(check, name, actual_loss, actual_grad, pred, label, question, profile, batch_axis=batch_axis)
 
 
 # 3. Label shape -----------------------------------------------------------------
