@@ -23,7 +23,7 @@ from adapters import ADAPTERS, load_adapter
 from adapters.base import FrameworkUnavailable, Unsupported
 from harness.catalogue import ROOT, load_rules
 from harness.checks import Checker, ConformanceFailure, case_seed
-from harness.profiles import load_profile
+from harness.profiles import ProfileError, load_profile
 from harness.results import results_filename, write_record
 
 DEVICE_PATTERN = re.compile(r"^(cpu|gpu(:\d+)?)$")
@@ -89,7 +89,10 @@ def pytest_configure(config):
             f"{error}. Install it (see tox.ini, environment {framework!r}); the run is not counted as passed."
         ) from error
     config.stash[ADAPTER_KEY] = adapter
-    config.stash[PROFILE_KEY] = load_profile(framework)
+    try:
+        config.stash[PROFILE_KEY] = load_profile(framework)
+    except ProfileError as error:
+        raise pytest.UsageError(str(error)) from error
     config.stash[DEVICE_MISSING_KEY] = not adapter.device_available()
 
 

@@ -53,7 +53,14 @@ def to_mx_initializer(initializer):
         return mx.init.Xavier(initializer.rnd_type, initializer.factor_type, initializer.magnitude)
     if isinstance(initializer, ref_init.MSRAPrelu):
         return mx.init.MSRAPrelu(initializer.factor_type, initializer.slope)
-    raise Unsupported(f"no MXNet initializer for {initializer!r}")
+    if isinstance(initializer, ref_init.VarianceScaling) and initializer.distribution != "truncated_normal":
+        # Xavier's magnitude / factor is the target variance scale / n times 3
+        # for the uniform law (whose variance is bound^2 / 3) and times 1 for the normal.
+        factor_type = {"fan_in": "in", "fan_out": "out", "fan_avg": "avg"}[initializer.mode]
+        if initializer.distribution == "uniform":
+            return mx.init.Xavier("uniform", factor_type, 3.0 * initializer.scale)
+        return mx.init.Xavier("gaussian", factor_type, initializer.scale)
+    raise Unsupported(f"MXNet 1.9 has no initializer with the law of {initializer!r} (no truncated normal)")
 
 
 def _known(shape):
@@ -194,6 +201,11 @@ class MXNetTrainer(Trainer):
             param.grad_req = grad_req
         name, arguments = _optimizer_arguments(optimizer, mode)
         self.trainer = gluon.Trainer(list(self.params.values()), name, arguments)
+        self.clip_norms = (optimizer.clip_norm, optimizer.global_clip_norm)
+        if mode != "canonical" and self.clip_norms != (None, None):
+            raise Unsupported(
+                "Gluon's optimizers have no norm-clipping argument; it is composed in canonical mode only"
+            )
 
     def backward(self, grads):
         # d/dp sum(p * g) = g exactly, and autograd marks the gradient fresh.
@@ -204,7 +216,25 @@ class MXNetTrainer(Trainer):
                 total = term if total is None else total + term
         total.backward()
 
+    def _clip_norms(self, batch_size):
+        # Gluon has no norm clipping in the optimizer: scale the summed
+        # gradients in place. The rescale by 1 / batch_size happens later in
+        # step(), so the limit on the summed gradient is limit * batch_size.
+        clip_norm, global_clip_norm = self.clip_norms
+        fresh = [param for param in self.params.values() if param.list_data()[0]._fresh_grad]
+        if clip_norm is not None:
+            for param in fresh:
+                norm = float(mnp.sqrt((param.grad() ** 2).sum()))
+                if norm > clip_norm * batch_size:
+                    param.grad()[:] *= clip_norm * batch_size / norm
+        if global_clip_norm is not None and fresh:
+            norm = float(mnp.sqrt(sum((param.grad() ** 2).sum() for param in fresh)))
+            if norm > global_clip_norm * batch_size:
+                for param in fresh:
+                    param.grad()[:] *= global_clip_norm * batch_size / norm
+
     def step(self, batch_size, ignore_stale_grad=False):
+        self._clip_norms(batch_size)
         try:
             self.trainer.step(batch_size, ignore_stale_grad=ignore_stale_grad)
         except UserWarning as error:

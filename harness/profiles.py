@@ -6,7 +6,8 @@ A profile records, for one framework,
   canonical semantics of a rule, and what its native default does;
 - ``[native.COMPONENT]``: the framework's native behaviour written as the
   reference's named choices, one table per component (``sgd``, ``adam``,
-  ``l1_loss``, ``l2_loss``), used by the native-default tests;
+  ``l1_loss``, ``l2_loss``, ``dense_init``, ``conv_init``, ``trainer``),
+  used by the native-default tests;
 - ``[[deviation]]``: known differences from the spec. Each has a rule id,
   a framework version range (PEP 440 specifiers), optional device, dtype,
   question (canonical or native) and case filters, a kind (``value`` when
@@ -29,7 +30,7 @@ from reference import init
 
 PROFILE_DIR = ROOT / "spec" / "profiles"
 QUESTIONS = ("canonical", "native")
-NATIVE_COMPONENTS = ("sgd", "adam", "l1_loss", "l2_loss", "dense_init", "conv_init")
+NATIVE_COMPONENTS = ("sgd", "adam", "l1_loss", "l2_loss", "dense_init", "conv_init", "trainer")
 INITIALIZERS = ("Uniform", "Normal", "Constant", "Xavier", "MSRAPrelu")
 # "value": the framework returns numbers that differ (a ConformanceFailure);
 # "error": the framework raises where the spec returns a value.
@@ -182,7 +183,11 @@ def load_profile(framework, directory=PROFILE_DIR):
     if not path.exists():
         raise ProfileError(f"profile not found: {path}")
     with open(path, "rb") as handle:
-        return parse_profile(tomllib.load(handle), path)
+        try:
+            data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ProfileError(f"{path}: invalid TOML: {error}") from None
+    return parse_profile(data, path)
 
 
 def all_profiles(directory=PROFILE_DIR):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reference.errors import check_choice, check_non_negative
+from reference.errors import check_choice, check_non_negative, check_positive
 
 LAYOUTS = ("OI", "IO", "OIHW", "HWIO", "HWIM")
 DEFAULT_UNIFORM_SCALE = 0.07
@@ -78,9 +78,10 @@ def fans(shape, layout="OIHW"):
 class Law:
     """The distribution of every element of an initialized tensor.
 
-    ``kind`` is ``"constant"``, ``"uniform"`` (on ``[low, high]``) or
-    ``"normal"`` (with ``mean`` and ``std``). ``mean`` and ``std`` are the
-    exact moments of the law for every kind.
+    ``kind`` is ``"constant"``, ``"uniform"`` (on ``[low, high]``),
+    ``"normal"`` or ``"truncated_normal"``: the normal law with
+    ``parent_mean`` and ``parent_std`` restricted to ``[low, high]``.
+    ``mean`` and ``std`` are the exact moments of the law for every kind.
     """
 
     kind: str
@@ -88,6 +89,8 @@ class Law:
     std: float
     low: float = -math.inf
     high: float = math.inf
+    parent_mean: float = 0.0
+    parent_std: float = 0.0
 
     def cdf(self, x):
         """Evaluate the cumulative distribution function at ``x``."""
@@ -100,8 +103,43 @@ class Law:
             return np.clip((x - self.low) / (self.high - self.low), 0.0, 1.0)
         if self.std == 0:
             return (x >= self.mean).astype(np.float64)
-        z = (x - self.mean) / (self.std * math.sqrt(2.0))
-        return 0.5 * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(z))
+        if self.kind == "truncated_normal":
+            low = _normal_cdf((self.low - self.parent_mean) / self.parent_std)
+            high = _normal_cdf((self.high - self.parent_mean) / self.parent_std)
+            inside = (_normal_cdf((x - self.parent_mean) / self.parent_std) - low) / (high - low)
+            return np.clip(inside, 0.0, 1.0)
+        return _normal_cdf((x - self.mean) / self.std)
+
+
+def _normal_cdf(z):
+    z = np.asarray(z, dtype=np.float64)
+    return 0.5 * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(z / math.sqrt(2.0)))
+
+
+def _normal_pdf(z):
+    return math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+def truncated_normal_law(mean, std, low, high):
+    """Return the law of N(mean, std^2) restricted to ``[low, high]``, with its exact moments."""
+    alpha, beta = (low - mean) / std, (high - mean) / std
+    mass = float(_normal_cdf(beta) - _normal_cdf(alpha))
+    if not mass > 0:
+        raise ValueError(f"invalid bounds [{low}, {high}]: no probability mass under N({mean}, {std}^2)")
+
+    # Moments of the truncated normal, with phi the standard normal density.
+    shift = (_normal_pdf(alpha) - _normal_pdf(beta)) / mass
+    spread = (alpha * _normal_pdf(alpha) if math.isfinite(alpha) else 0.0) - (
+        beta * _normal_pdf(beta) if math.isfinite(beta) else 0.0
+    )
+    variance = std**2 * (1.0 + spread / mass - shift**2)
+    return Law("truncated_normal", mean + std * shift, math.sqrt(variance), low, high, mean, std)
+
+
+# Standard deviation of N(0, 1) restricted to [-2, 2]: sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)).
+# Keras divides by it so that a normal truncated at two standard deviations
+# has the requested standard deviation; Keras writes it as 0.87962566103423978.
+TRUNCATION_STD_AT_2 = truncated_normal_law(0.0, 1.0, -2.0, 2.0).std
 
 
 def _uniform_law(bound):
@@ -131,7 +169,16 @@ class Initializer:
             return np.full(shape, law.mean, dtype=np.float64)
         if law.kind == "uniform":
             return rng.uniform(law.low, law.high, size=shape)
-        return rng.normal(law.mean, law.std, size=shape)
+        if law.kind == "normal":
+            return rng.normal(law.mean, law.std, size=shape)
+
+        # Truncated normal: draw from the parent law and redraw what falls outside.
+        values = rng.normal(law.parent_mean, law.parent_std, size=shape)
+        outside = (values < law.low) | (values > law.high)
+        while np.any(outside):
+            values[outside] = rng.normal(law.parent_mean, law.parent_std, size=int(outside.sum()))
+            outside = (values < law.low) | (values > law.high)
+        return values
 
 
 @dataclass(frozen=True)
@@ -241,6 +288,66 @@ class MSRAPrelu(Initializer):
 
     def law(self, shape, layout="OIHW"):
         return self.as_xavier().law(shape, layout)
+
+
+@dataclass(frozen=True)
+class TruncatedNormal(Initializer):
+    """TruncatedNormal(mean, std, low, high): N(mean, std^2) restricted to
+    ``[low, high]``. The bounds are absolute values, as in PyTorch's
+    ``trunc_normal_(mean, std, a, b)``, not multiples of ``std``; ``std``
+    is that of the normal law before truncation."""
+
+    mean: float = 0.0
+    std: float = 1.0
+    low: float = -2.0
+    high: float = 2.0
+
+    def __post_init__(self):
+        check_non_negative("std", self.std)
+        if not self.low < self.high:
+            raise ValueError(f"invalid bounds low={self.low!r}, high={self.high!r}: expected low < high")
+
+    def law(self, shape, layout="OIHW"):
+        return truncated_normal_law(self.mean, self.std, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class VarianceScaling(Initializer):
+    """VarianceScaling(scale, mode, distribution), Keras 3's definition.
+
+    ``n`` is ``fan_in``, ``fan_out`` or their average by ``mode``, and the
+    target variance is ``scale / max(1, n)``:
+
+    - ``"truncated_normal"``: N(0, s^2) truncated to [-2 s, 2 s] with
+      ``s = sqrt(scale / n) / TRUNCATION_STD_AT_2``, so the standard
+      deviation after truncation is ``sqrt(scale / n)``;
+    - ``"untruncated_normal"``: N(0, scale / n);
+    - ``"uniform"``: U(-sqrt(3 scale / n), sqrt(3 scale / n)).
+
+    Glorot uniform is (1, "fan_avg", "uniform"), He normal (2, "fan_in",
+    "truncated_normal"), LeCun normal (1, "fan_in", "truncated_normal").
+    """
+
+    scale: float = 1.0
+    mode: str = "fan_in"
+    distribution: str = "truncated_normal"
+
+    def __post_init__(self):
+        check_positive("scale", self.scale)
+        check_choice("mode", self.mode, ("fan_in", "fan_out", "fan_avg"))
+        check_choice("distribution", self.distribution, ("truncated_normal", "untruncated_normal", "uniform"))
+
+    def law(self, shape, layout="OIHW"):
+        fan_in, fan_out = fans(shape, layout)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
+        variance = self.scale / max(1.0, n)
+
+        if self.distribution == "uniform":
+            return _uniform_law(math.sqrt(3.0 * variance))
+        if self.distribution == "untruncated_normal":
+            return _normal_law(math.sqrt(variance))
+        parent_std = math.sqrt(variance) / TRUNCATION_STD_AT_2
+        return truncated_normal_law(0.0, parent_std, -2.0 * parent_std, 2.0 * parent_std)
 
 
 # 4. Initialization rules ------------------------------------------------

@@ -16,6 +16,10 @@ NOTE: Named choices.
   ``b = momentum * b + g`` and subtracts ``lr * b`` (PyTorch). Both give the
   same trajectory while the learning rate is constant and differ after it
   changes, because the inside form keeps old steps at their old rate.
+- ``clip_norm`` and ``global_clip_norm``: the Trainer scales the rescaled
+  gradients by their L2 norm, per parameter or over all parameters of the
+  step, before the optimizer adds weight decay or clips values (Keras
+  ``clipnorm`` and ``global_clipnorm``, PyTorch ``clip_grad_norm_``).
 - ``epsilon_placement`` (Adam): ``"before_correction"`` divides by
   ``sqrt(v) + epsilon`` and scales the step by ``sqrt(1 - beta2^t) / (1 - beta1^t)``
   (Gluon, Keras); ``"after_correction"`` divides the corrected moment by
@@ -47,6 +51,33 @@ def _check_beta(name, value):
 def _check_clip(value):
     if value is not None:
         check_positive("clip_gradient", value)
+
+
+def _check_norms(opt):
+    for name in ("clip_norm", "global_clip_norm"):
+        value = getattr(opt, name)
+        if value is not None:
+            check_positive(name, value)
+
+
+def clip_by_norm(grads, clip_norm=None, global_clip_norm=None):
+    """Scale rescaled gradients (name -> array) by their L2 norms.
+
+    ``clip_norm`` scales each gradient by ``min(1, clip_norm / ||g||)``;
+    ``global_clip_norm`` scales all of them by
+    ``min(1, global_clip_norm / sqrt(sum ||g||^2))``. Per-tensor clipping
+    comes first when both are set.
+    """
+    grads = dict(grads)
+    if clip_norm is not None:
+        for name, g in grads.items():
+            norm = float(np.sqrt(np.sum(np.square(g))))
+            grads[name] = g * min(1.0, clip_norm / norm) if norm > 0 else g
+    if global_clip_norm is not None:
+        norm = float(np.sqrt(sum(np.sum(np.square(g)) for g in grads.values())))
+        factor = min(1.0, global_clip_norm / norm) if norm > 0 else 1.0
+        grads = {name: g * factor for name, g in grads.items()}
+    return grads
 
 
 def _gradient(weight, grad, rescale, opt):
@@ -83,6 +114,8 @@ class SGD:
     momentum: float = 0.0
     wd: float = 0.0
     clip_gradient: float | None = None
+    clip_norm: float | None = None
+    global_clip_norm: float | None = None
     clip_order: str = "clip_then_wd"
     wd_mode: str = "coupled"
     momentum_form: str = "lr_inside"
@@ -95,6 +128,7 @@ class SGD:
             raise ValueError(f"invalid momentum {self.momentum!r}: expected a number in [0, 1)")
         check_non_negative("wd", self.wd)
         _check_clip(self.clip_gradient)
+        _check_norms(self)
         check_choice("clip_order", self.clip_order, CLIP_ORDERS)
         check_choice("wd_mode", self.wd_mode, WD_MODES)
         check_choice("momentum_form", self.momentum_form, MOMENTUM_FORMS)
@@ -137,6 +171,8 @@ class Adam:
     epsilon: float = 1e-8
     wd: float = 0.0
     clip_gradient: float | None = None
+    clip_norm: float | None = None
+    global_clip_norm: float | None = None
     bias_correction: bool = True
     clip_order: str = "wd_then_clip"
     wd_mode: str = "coupled"
@@ -151,6 +187,7 @@ class Adam:
         check_non_negative("epsilon", self.epsilon)
         check_non_negative("wd", self.wd)
         _check_clip(self.clip_gradient)
+        _check_norms(self)
         check_choice("clip_order", self.clip_order, CLIP_ORDERS)
         check_choice("wd_mode", self.wd_mode, WD_MODES)
         check_choice("epsilon_placement", self.epsilon_placement, EPSILON_PLACEMENTS)
@@ -265,12 +302,18 @@ class Trainer:
                 "since the last step; call step with ignore_stale_grad=True to skip them"
             )
 
+        # Rescale, then norm clipping across the parameters being updated.
         rescale = 1.0 / batch_size
-        for slot in self.slots.values():
-            if not slot.fresh:
-                continue
+        fresh = {name: slot for name, slot in self.slots.items() if slot.fresh}
+        clipped = clip_by_norm(
+            {name: rescale * slot.grad for name, slot in fresh.items()},
+            self.optimizer.clip_norm,
+            self.optimizer.global_clip_norm,
+        )
+
+        for name, slot in fresh.items():
             slot.count += 1
-            slot.weight, slot.state = self.optimizer.update(slot.weight, slot.grad, slot.state, rescale, slot.count)
+            slot.weight, slot.state = self.optimizer.update(slot.weight, clipped[name], slot.state, 1.0, slot.count)
             slot.fresh = False
 
     def weights(self):

@@ -31,7 +31,7 @@ def weight_law(initializer, layer):
 
 @pytest.mark.rule("INIT-DEFAULT")
 @pytest.mark.parametrize("question", QUESTIONS)
-@pytest.mark.parametrize("layer", ["dense", "conv2d"])
+@pytest.mark.parametrize("layer", list(LAYERS))
 def test_default_initialize(adapter, check, profile, layer, question):
     spec = LAYERS[layer]
 
@@ -118,6 +118,45 @@ def test_fans_through_xavier(adapter, check, layer, factor_type):
     # bound of the samples measures the fan the framework computed.
     spec = LAYERS[layer]
     initializer = init.Xavier("uniform", factor_type, 3.0)
+    values = adapter.init_layer(spec, global_init=initializer, seed=check.seed)
+    check.law("weight", values["weight"], weight_law(initializer, spec))
+
+
+@pytest.mark.rule("INIT-TRUNCATED-NORMAL")
+@pytest.mark.parametrize(
+    "initializer",
+    [
+        init.TruncatedNormal(0.0, 1.0, -2.0, 2.0),
+        # Bounds far outside the spread: in effect N(0, 0.01^2).
+        init.TruncatedNormal(0.0, 0.01, -2.0, 2.0),
+        # Asymmetric bounds around a shifted mean.
+        init.TruncatedNormal(0.5, 1.0, -1.0, 3.0),
+        # Bounds at two standard deviations, as Keras' TruncatedNormal(stddev=0.05) draws.
+        init.TruncatedNormal(0.0, 0.05, -0.1, 0.1),
+    ],
+    ids=["standard", "narrow_std", "asymmetric", "two_std"],
+)
+def test_truncated_normal(adapter, check, initializer):
+    spec = LAYERS["dense"]
+    values = adapter.init_layer(spec, global_init=initializer, seed=check.seed)
+    check.law("weight", values["weight"], weight_law(initializer, spec))
+
+
+@pytest.mark.rule("INIT-VARIANCE-SCALING")
+@pytest.mark.parametrize(
+    "initializer",
+    [
+        init.VarianceScaling(1.0, "fan_avg", "uniform"),
+        init.VarianceScaling(1.0, "fan_avg", "truncated_normal"),
+        init.VarianceScaling(2.0, "fan_in", "truncated_normal"),
+        init.VarianceScaling(2.0, "fan_in", "uniform"),
+        init.VarianceScaling(0.5, "fan_out", "untruncated_normal"),
+    ],
+    ids=["glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "half_fan_out_normal"],
+)
+@pytest.mark.parametrize("layer", ["dense", "conv2d"])
+def test_variance_scaling(adapter, check, layer, initializer):
+    spec = LAYERS[layer]
     values = adapter.init_layer(spec, global_init=initializer, seed=check.seed)
     check.law("weight", values["weight"], weight_law(initializer, spec))
 

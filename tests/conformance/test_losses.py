@@ -68,10 +68,11 @@ def test_l2_normalization(adapter, check, profile, shape, question):
 
 
 @pytest.mark.rule("LOSS-WEIGHTING")
+@pytest.mark.parametrize("question", QUESTIONS)
 @pytest.mark.parametrize("sample_weight", ["none", "per_sample", "full"])
 @pytest.mark.parametrize("weight", [1.0, 0.5])
 @pytest.mark.parametrize("name", ["l1", "l2"])
-def test_weighting(adapter, check, profile, name, weight, sample_weight):
+def test_weighting(adapter, check, profile, name, weight, sample_weight, question):
     shape = SHAPES["matrix"]
     pred, label = make_inputs(check, shape)
 
@@ -83,9 +84,11 @@ def test_weighting(adapter, check, profile, name, weight, sample_weight):
     }[sample_weight]
     check.record_inputs(sample_weight=np.asarray(weights if weights is not None else []))
 
-    actual_loss, actual_grad = adapter.loss(name, pred, label, weight=weight, sample_weight=weights)
+    actual_loss, actual_grad = adapter.loss(
+        name, pred, label, weight=weight, sample_weight=weights, mode=adapter_mode(question)
+    )
     check_loss(
-        check, name, actual_loss, actual_grad, pred, label, "canonical", profile, weight=weight, sample_weight=weights
+        check, name, actual_loss, actual_grad, pred, label, question, profile, weight=weight, sample_weight=weights
     )
 
 

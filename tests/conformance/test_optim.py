@@ -171,6 +171,32 @@ def test_adam_weight_decay(adapter, check, profile, question):
     run_both(adapter, check, "adam", question, profile, {"learning_rate": 0.1, "wd": 0.1}, schedule=[0.1] * 3)
 
 
+@pytest.mark.rule("ADAM-WEIGHT-DECAY")
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_decoupled_weight_decay(adapter, check, optimizer_name):
+    # Not the canonical choice: the variant that AdamW and Keras 3 use. The
+    # case shows which frameworks can express it and how.
+    optimizer = optim.make_optimizer(optimizer_name, learning_rate=0.1, wd=0.1, wd_mode="decoupled")
+    params = draw_params(check)
+    grads = draw_grads(check, 3)
+    trainer = adapter.trainer(params, optimizer)
+    expected = optim.Trainer(params, optimizer)
+    for step, grad in enumerate(grads, start=1):
+        trainer.backward(grad)
+        expected.backward(grad)
+        trainer.step(BATCH_SIZE)
+        expected.step(BATCH_SIZE)
+        for name in SHAPES:
+            check.close(
+                f"{name} after step {step}",
+                trainer.weights()[name],
+                expected.weights()[name],
+                "optimizer",
+                steps=step,
+                scale=np.max(np.abs(params[name])),
+            )
+
+
 @pytest.mark.rule("ADAM-CLIP-ORDER")
 @pytest.mark.parametrize("question", QUESTIONS)
 def test_adam_clip_order(adapter, check, profile, question):
@@ -191,7 +217,51 @@ def test_adam_defaults(adapter, check, profile, question):
     defaults_question(adapter, check, profile, "adam", question)
 
 
-# 3. Trainer -------------------------------------------------------------------------
+# 3. Norm clipping and implementations -------------------------------------------------
+
+
+@pytest.mark.rule("OPTIM-CLIP-NORM")
+@pytest.mark.parametrize("question", QUESTIONS)
+@pytest.mark.parametrize("clip", ["clip_norm", "global_clip_norm"])
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_clip_norm(adapter, check, profile, optimizer_name, clip, question):
+    # Gradients of norm ~4 * sqrt(20) / 4 after rescale, clipped to norm 0.5.
+    hyperparameters = {"learning_rate": 0.1, "wd": 0.01, clip: 0.5}
+    run_both(adapter, check, optimizer_name, question, profile, hyperparameters, schedule=[0.1] * 3, grad_scale=4.0)
+
+
+@pytest.mark.rule("OPTIM-IMPLEMENTATIONS")
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_every_implementation(adapter, check, optimizer_name):
+    # Each native implementation runs the same trajectory as the reference.
+    hyperparameters = {"learning_rate": 0.1, "wd": 0.01}
+    if optimizer_name == "sgd":
+        hyperparameters["momentum"] = 0.9
+    params = draw_params(check)
+    grads = draw_grads(check, len(SCHEDULE))
+    for implementation in adapter.optimizer_implementations(optimizer_name):
+        optimizer = optim.make_optimizer(optimizer_name, **hyperparameters)
+        trainer = adapter.trainer(params, optimizer, implementation=implementation)
+        expected = optim.Trainer(params, optimizer)
+        for lr, grad in zip(SCHEDULE, grads):
+            trainer.set_learning_rate(lr)
+            expected.set_learning_rate(lr)
+            trainer.backward(grad)
+            expected.backward(grad)
+            trainer.step(BATCH_SIZE)
+            expected.step(BATCH_SIZE)
+        for name in SHAPES:
+            check.close(
+                f"{implementation}: {name} after {len(SCHEDULE)} steps",
+                trainer.weights()[name],
+                expected.weights()[name],
+                "optimizer",
+                steps=len(SCHEDULE),
+                scale=np.max(np.abs(params[name])),
+            )
+
+
+# 4. Trainer -------------------------------------------------------------------------
 
 
 @pytest.mark.rule("TRAINER-RESCALE")
@@ -285,12 +355,17 @@ def test_failed_step_changes_nothing(adapter, check, optimizer_name):
 
 
 @pytest.mark.rule("TRAINER-GRAD-ACCUMULATE")
-@pytest.mark.parametrize("grad_req", ["write", "add"])
-def test_gradient_accumulation(adapter, check, grad_req):
+@pytest.mark.parametrize("grad_req", ["write", "add", "native"])
+def test_gradient_accumulation(adapter, check, profile, grad_req):
+    # "native": the framework's default, compared with the profile's choice.
     params = draw_params(check)
     grads = draw_grads(check, 3)
-    trainer = adapter.trainer(params, optim.SGD(), grad_req=grad_req)
-    expected = optim.Trainer(params, optim.SGD(), grad_req=grad_req)
+    if grad_req == "native":
+        trainer = adapter.trainer(params, optim.SGD(), mode="native")
+        expected = optim.Trainer(params, optim.SGD(), grad_req=profile.native_choices("trainer")["grad_req"])
+    else:
+        trainer = adapter.trainer(params, optim.SGD(), grad_req=grad_req)
+        expected = optim.Trainer(params, optim.SGD(), grad_req=grad_req)
 
     # Two backward passes, then zero, then one more.
     for label, action in [("first", 0), ("second", 1), ("zeroed", None), ("after zero", 2)]:

@@ -242,3 +242,90 @@ def test_bias_stays_zero_under_global_initializer():
     bias = init.Parameter("b", "bias", (5,))
     bias.initialize(init.Constant(3.0))
     assert np.array_equal(bias.data, np.zeros(5))
+
+
+# 5. Truncated normal and variance scaling -------------------------------------
+
+
+@pytest.mark.rule("INIT-TRUNCATED-NORMAL")
+def test_truncated_normal_standard_moments():
+    # N(0, 1) on [-2, 2]: mean 0 by symmetry, variance 1 - 4 phi(2) / (2 Phi(2) - 1)
+    # with phi(2) = 0.05399096651 and Phi(2) = 0.97724986805: 0.7737413.
+    law = init.TruncatedNormal().law((3,))
+    assert law.mean == pytest.approx(0.0, abs=1e-15)
+    assert law.std**2 == pytest.approx(1 - 4 * 0.05399096651 / (2 * 0.97724986805 - 1), rel=1e-9)
+    assert init.TRUNCATION_STD_AT_2 == pytest.approx(0.87962566103423978, rel=1e-14)
+
+
+@pytest.mark.rule("INIT-TRUNCATED-NORMAL")
+def test_truncated_normal_bounds_are_absolute():
+    # std 0.01 with the default bounds +-2: the cut is 200 standard deviations
+    # away, so the law is N(0, 0.01^2) in practice.
+    law = init.TruncatedNormal(std=0.01).law((3,))
+    assert (law.low, law.high) == (-2.0, 2.0)
+    assert law.std == pytest.approx(0.01, rel=1e-12)
+
+
+@pytest.mark.rule("INIT-TRUNCATED-NORMAL")
+def test_truncated_normal_one_sided_mean():
+    # N(0, 1) on [0, inf): mean sqrt(2 / pi), variance 1 - 2 / pi.
+    law = init.TruncatedNormal(low=0.0, high=math.inf).law((3,))
+    assert law.mean == pytest.approx(math.sqrt(2 / math.pi), rel=1e-12)
+    assert law.std == pytest.approx(math.sqrt(1 - 2 / math.pi), rel=1e-12)
+
+
+@pytest.mark.rule("INIT-VARIANCE-SCALING")
+@pytest.mark.parametrize(
+    ("initializer", "kind", "std"),
+    [
+        # Weight (300, 200): fan_in 200, fan_out 300, average 250.
+        (init.VarianceScaling(2.0, "fan_in", "truncated_normal"), "truncated_normal", math.sqrt(2 / 200)),
+        (init.VarianceScaling(1.0, "fan_avg", "uniform"), "uniform", math.sqrt(1 / 250)),
+        (init.VarianceScaling(1.0, "fan_out", "untruncated_normal"), "normal", math.sqrt(1 / 300)),
+    ],
+    ids=["he_normal", "glorot_uniform", "untruncated_fan_out"],
+)
+def test_variance_scaling_std(initializer, kind, std):
+    law = initializer.law((300, 200), "OI")
+    assert law.kind == kind
+    assert law.std == pytest.approx(std, rel=1e-12)
+
+
+@pytest.mark.rule("INIT-VARIANCE-SCALING")
+def test_glorot_uniform_equals_xavier_default():
+    shape = (300, 200)
+    assert init.VarianceScaling(1.0, "fan_avg", "uniform").law(shape, "OI").high == pytest.approx(
+        init.Xavier().law(shape, "OI").high, rel=1e-15
+    )
+
+
+@pytest.mark.rule("INIT-TRUNCATED-NORMAL", "INIT-VARIANCE-SCALING")
+@pytest.mark.parametrize(
+    "initializer",
+    [
+        init.TruncatedNormal(0.5, 1.0, -1.0, 3.0),
+        init.VarianceScaling(),
+        init.VarianceScaling(3.0, "fan_avg", "uniform"),
+    ],
+    ids=repr,
+)
+def test_truncated_samples_fit_law(initializer):
+    samples = initializer.sample((300, 200), "OI", seed=11)
+    result = check_law(samples, initializer.law((300, 200), "OI"))
+    assert result.passed, result.summary()
+
+
+@pytest.mark.rule("INIT-TRUNCATED-NORMAL", "INIT-VARIANCE-SCALING")
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: init.TruncatedNormal(low=1.0, high=-1.0), "invalid bounds low=1.0, high=-1.0"),
+        (lambda: init.TruncatedNormal(std=-1.0), "invalid std -1.0"),
+        (lambda: init.VarianceScaling(mode="avg"), "invalid mode 'avg'.*'fan_in', 'fan_out', 'fan_avg'"),
+        (lambda: init.VarianceScaling(distribution="normal"), "invalid distribution 'normal'"),
+        (lambda: init.VarianceScaling(scale=0.0), "invalid scale 0.0"),
+    ],
+)
+def test_truncated_invalid_arguments(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

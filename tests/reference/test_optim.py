@@ -67,7 +67,7 @@ def sgd_by_hand(momentum, wd, clip_gradient, momentum_form, clip_order):
     return np.array(out)
 
 
-@pytest.mark.rule("SGD-TRAJECTORY", "SGD-MOMENTUM", "SGD-CLIP-ORDER")
+@pytest.mark.rule("SGD-TRAJECTORY", "SGD-MOMENTUM", "SGD-CLIP-ORDER", "OPTIM-IMPLEMENTATIONS")
 @pytest.mark.parametrize("momentum_form", optim.MOMENTUM_FORMS)
 @pytest.mark.parametrize("clip_order", optim.CLIP_ORDERS)
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
@@ -140,7 +140,9 @@ def adam_by_hand(wd, clip_gradient, epsilon_placement, wd_mode, clip_order, beta
     return np.array(out)
 
 
-@pytest.mark.rule("ADAM-TRAJECTORY", "ADAM-UPDATE", "ADAM-EPSILON", "ADAM-WEIGHT-DECAY", "ADAM-CLIP-ORDER")
+@pytest.mark.rule(
+    "ADAM-TRAJECTORY", "ADAM-UPDATE", "ADAM-EPSILON", "ADAM-WEIGHT-DECAY", "ADAM-CLIP-ORDER", "OPTIM-IMPLEMENTATIONS"
+)
 @pytest.mark.parametrize("epsilon_placement", optim.EPSILON_PLACEMENTS)
 @pytest.mark.parametrize("wd_mode", optim.WD_MODES)
 @pytest.mark.parametrize("clip_order", optim.CLIP_ORDERS)
@@ -322,3 +324,39 @@ def test_invalid_batch_size(batch_size):
 def test_invalid_optimizer_arguments(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+# 5. Norm clipping ------------------------------------------------------------------
+
+
+@pytest.mark.rule("OPTIM-CLIP-NORM")
+def test_clip_norm_per_tensor_and_global():
+    # ||a|| = 5 and ||b|| = 12: clip_norm 1 scales a by 1/5 and b by 1/12.
+    grads = {"a": np.array([3.0, 4.0]), "b": np.array([12.0, 0.0])}
+    per_tensor = optim.clip_by_norm(grads, clip_norm=1.0)
+    np.testing.assert_allclose(per_tensor["a"], [0.6, 0.8], rtol=1e-15)
+    np.testing.assert_allclose(per_tensor["b"], [1.0, 0.0], rtol=1e-15)
+
+    # The global norm is sqrt(25 + 144) = 13: global_clip_norm 6.5 halves both.
+    both = optim.clip_by_norm(grads, global_clip_norm=6.5)
+    np.testing.assert_allclose(both["a"], [1.5, 2.0], rtol=1e-15)
+    np.testing.assert_allclose(both["b"], [6.0, 0.0], rtol=1e-15)
+
+    # Norms under the limit leave the gradients unchanged.
+    np.testing.assert_array_equal(optim.clip_by_norm(grads, clip_norm=100.0)["a"], grads["a"])
+
+
+@pytest.mark.rule("OPTIM-CLIP-NORM")
+def test_trainer_clips_norm_after_rescale_before_wd():
+    # Gradient [30, 40] over batch 10 -> [3, 4], norm 5, clipped to norm 1:
+    # [0.6, 0.8]; then wd 0.5 * w adds [0.5, 0.5]; SGD lr 1.
+    trainer = optim.Trainer({"w": np.ones(2)}, optim.SGD(learning_rate=1.0, wd=0.5, clip_norm=1.0))
+    trainer.backward({"w": np.array([30.0, 40.0])})
+    trainer.step(10)
+    np.testing.assert_allclose(trainer.weights()["w"], [1 - 1.1, 1 - 1.3], rtol=1e-14)
+
+
+@pytest.mark.rule("OPTIM-CLIP-NORM")
+def test_invalid_clip_norm():
+    with pytest.raises(ValueError, match="invalid global_clip_norm -1.0"):
+        optim.Adam(global_clip_norm=-1.0)
