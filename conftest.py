@@ -249,7 +249,12 @@ def pytest_runtest_makereport(item, call):
 
     # A failure that is not a comparison (a framework exception, say)
     # gets the rule and case in front of its traceback.
-    if report.failed and call.when == "call" and not call.excinfo.errisinstance(ConformanceFailure):
+    if (
+        report.failed
+        and call.when == "call"
+        and rule_ids_of(item)
+        and not call.excinfo.errisinstance(ConformanceFailure)
+    ):
         case_id = case_id_of(item)
         header = f"{', '.join(rule_ids_of(item)) or 'no rule'} case {case_id} (seed {case_seed(case_id)}) raised:"
         report.sections.append(("trainspec", header))

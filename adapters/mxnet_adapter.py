@@ -60,7 +60,9 @@ def to_mx_initializer(initializer):
         if initializer.distribution == "uniform":
             return mx.init.Xavier("uniform", factor_type, 3.0 * initializer.scale)
         return mx.init.Xavier("gaussian", factor_type, initializer.scale)
-    raise Unsupported(f"MXNet 1.9 has no initializer with the law of {initializer!r} (no truncated normal)")
+    if isinstance(initializer, (ref_init.TruncatedNormal, ref_init.VarianceScaling)):
+        raise Unsupported("MXNet 1.9 has no truncated normal initializer")
+    raise Unsupported(f"no MXNet initializer for {type(initializer).__name__}")
 
 
 def _known(shape):
