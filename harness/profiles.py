@@ -8,7 +8,8 @@ A profile records, for one framework,
   reference's named choices, one table per component (``sgd``, ``adam``,
   ``l1_loss``, ``l2_loss``, ``dense_init``, ``conv_init``, ``trainer``),
   used by the native-default tests;
-- ``[[deviation]]``: known differences from the spec. Each has a rule id,
+- ``[[deviation]]``: known differences from the spec. Each has a rule id
+  (or ``rules``, a list of ids sharing one cause),
   a framework version range (PEP 440 specifiers), optional device, dtype,
   question (canonical or native) and case filters, a kind (``value`` when
   the numbers differ, ``error`` when the framework raises), the measured
@@ -56,14 +57,20 @@ class Deviation:
     kind: str = "value"
     index: int = 0
 
-    def matches(self, rule_ids, case_id, question, version, device, dtype):
-        """Return whether this deviation applies to one test case."""
+    def applies_to_run(self, version, device, dtype):
+        """Return whether this deviation covers a run of this version, device and dtype."""
         device_kind = device.split(":")[0]
         return (
-            self.rule in rule_ids
-            and Version(version) in self.versions
+            Version(version) in self.versions
             and (not self.devices or device_kind in self.devices)
             and (not self.dtypes or dtype in self.dtypes)
+        )
+
+    def matches(self, rule_ids, case_id, question, version, device, dtype):
+        """Return whether this deviation applies to one test case."""
+        return (
+            self.rule in rule_ids
+            and self.applies_to_run(version, device, dtype)
             and (not self.questions or question in self.questions)
             and any(case_pattern(pattern).fullmatch(case_id) for pattern in self.cases)
         )
@@ -150,18 +157,24 @@ def parse_profile(data, path, rules=None):
     deviations = []
     for index, entry in enumerate(data.get("deviation", [])):
         where = f"{path}: deviation #{index + 1}"
+        # "rules" lists several rules that one cause affects; each becomes its own deviation.
+        entry = dict(entry)
+        if "rules" in entry and "rule" not in entry:
+            entry["rule"] = entry.pop("rules")
         missing = {"rule", "versions", "size", "reason"} - entry.keys()
         if missing:
             raise ProfileError(f"{where}: missing field(s) {', '.join(sorted(missing))}")
-        if entry["rule"] not in rules:
-            raise ProfileError(f"{where}: rule {entry['rule']!r} does not exist in spec/rules.toml")
+        rule_ids = [entry["rule"]] if isinstance(entry["rule"], str) else list(entry["rule"])
+        for rule_id in rule_ids:
+            if rule_id not in rules:
+                raise ProfileError(f"{where}: rule {rule_id!r} does not exist in spec/rules.toml")
         try:
             versions = SpecifierSet(entry["versions"])
         except InvalidSpecifier as error:
             raise ProfileError(f"{where}: invalid versions {entry['versions']!r}: {error}") from None
-        deviations.append(
+        deviations.extend(
             Deviation(
-                rule=entry["rule"],
+                rule=rule_id,
                 versions=versions,
                 size=entry["size"],
                 reason=entry["reason"],
@@ -172,6 +185,7 @@ def parse_profile(data, path, rules=None):
                 kind=_as_tuple(entry.get("kind", "value"), "kind", where, DEVIATION_KINDS)[0],
                 index=index,
             )
+            for rule_id in rule_ids
         )
 
     return Profile(framework, Path(path), data.get("mapping", {}), data.get("native", {}), deviations)

@@ -86,6 +86,8 @@ MUTATIONS = {
 @pytest.mark.parametrize("mutation", list(MUTATIONS))
 def test_planted_error_is_caught(adapter, check, profile, monkeypatch, tmp_path, mutation):
     plant, run_case = MUTATIONS[mutation]
+    if check.dtype != "float32":
+        pytest.skip("the mutation self-test runs in float32 runs, where MXNet passes every mutated rule")
     # The expected failure's repro goes to a temporary folder, not results/.
     check.repro_dir = tmp_path
 

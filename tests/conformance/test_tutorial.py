@@ -1,5 +1,8 @@
 """The MXNet Gluon tutorial on training components, cell by cell, in any framework.
 
+Every cell starts from the tutorial's net.initialize(), so each test also
+names INIT-DEFAULT.
+
 The tutorial builds a Sequential net with deferred shapes, initializes it
 three ways, evaluates L2, L1 and a custom L1 loss on a Dense(1) output, and
 steps an Adam Trainer. Every expected value comes from the reference applied
@@ -122,7 +125,7 @@ def dense1(adapter, check):
     return model, x, label, output
 
 
-@pytest.mark.rule("LOSS-L2-NORMALIZATION", "LOSS-L1-NORMALIZATION", "LOSS-CUSTOM")
+@pytest.mark.rule("LOSS-L2-NORMALIZATION", "LOSS-L1-NORMALIZATION", "LOSS-CUSTOM", "INIT-DEFAULT")
 def test_losses_on_dense_output(adapter, check):
     model, x, label, output = dense1(adapter, check)
     values = model.params()
@@ -164,7 +167,7 @@ def adam_trainer_after_step(adapter, check):
     return trainer, curr_weight, initial, optimizer, x, label
 
 
-@pytest.mark.rule("TRAINER-RESCALE", "ADAM-UPDATE", "ADAM-WEIGHT-DECAY")
+@pytest.mark.rule("TRAINER-RESCALE", "ADAM-UPDATE", "ADAM-WEIGHT-DECAY", "INIT-DEFAULT")
 def test_adam_trainer_step(adapter, check):
     trainer, _, initial, optimizer, x, label = adam_trainer_after_step(adapter, check)
 
@@ -179,7 +182,7 @@ def test_adam_trainer_step(adapter, check):
         check.close(name, trainer.weights()[name], value, "optimizer", scale=np.max(np.abs(value)) + 0.1)
 
 
-@pytest.mark.rule("TRAINER-LIVE-DATA")
+@pytest.mark.rule("TRAINER-LIVE-DATA", "INIT-DEFAULT")
 def test_curr_weight_shows_step(adapter, check):
     trainer, curr_weight, initial, _, _, _ = adam_trainer_after_step(adapter, check)
 
@@ -188,7 +191,7 @@ def test_curr_weight_shows_step(adapter, check):
     check.equal("weight changed", bool(np.any(trainer.weights()["0.weight"] != initial["0.weight"])), True)
 
 
-@pytest.mark.rule("TRAINER-STALE-GRAD")
+@pytest.mark.rule("TRAINER-STALE-GRAD", "INIT-DEFAULT")
 def test_step_in_tutorial_order_raises(adapter, check):
     # The tutorial's own order: a forward pass outside autograd, no
     # backward, then trainer.step(5). Gluon raises the stale-gradient error.

@@ -70,3 +70,18 @@ def test_native_initializer_tables():
     assert fans_of == "weight"
     with pytest.raises(ProfileError, match="invalid initializer 'Kaiming'"):
         make_initializer({"initializer": "Kaiming"})
+
+
+def test_rules_list_expands_to_one_deviation_per_rule():
+    entry = {k: v for k, v in DEVIATION.items() if k != "rule"}
+    profile = parse_profile(
+        {"framework": "demo", "deviation": [{**entry, "rules": ["ADAM-EPSILON", "SGD-UPDATE"]}]}, "p"
+    )
+    assert [d.rule for d in profile.deviations] == ["ADAM-EPSILON", "SGD-UPDATE"]
+    assert {d.index for d in profile.deviations} == {0}
+
+
+def test_applies_to_run_ignores_case_filters():
+    deviation = parse(dtypes=["float64"], cases=["test_x::*"]).deviations[0]
+    assert deviation.applies_to_run("2.5", "cpu", "float64")
+    assert not deviation.applies_to_run("2.5", "cpu", "float32")
