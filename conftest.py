@@ -63,6 +63,10 @@ def pytest_addoption(parser):
         help="exit 0 when the requested device is absent; the cases are still recorded as not_run",
     )
     group.addoption(
+        "--profile",
+        help="profile TOML to use instead of spec/profiles/<framework>.toml, for trying out a new profile",
+    )
+    group.addoption(
         "--results-dir",
         default=str(ROOT / "results"),
         help="folder for the results record and repros (default: results/)",
@@ -90,7 +94,11 @@ def pytest_configure(config):
         ) from error
     config.stash[ADAPTER_KEY] = adapter
     try:
-        config.stash[PROFILE_KEY] = load_profile(framework)
+        profile_path = config.getoption("--profile")
+        if profile_path is None:
+            config.stash[PROFILE_KEY] = load_profile(framework)
+        else:
+            config.stash[PROFILE_KEY] = load_profile(Path(profile_path).stem, Path(profile_path).parent)
     except ProfileError as error:
         raise pytest.UsageError(str(error)) from error
     config.stash[DEVICE_MISSING_KEY] = not adapter.device_available()
@@ -350,11 +358,16 @@ def pytest_deselected(items):
         items[0].config.stash[DESELECTED_KEY] = True
 
 
-def _is_complete_run(config):
-    # Complete: nothing deselected and a path argument that contains all of tests/conformance.
-    if config.stash.get(DESELECTED_KEY, False) or any("::" in arg for arg in config.args):
+def _collects_all_conformance(config):
+    # A path argument contains all of tests/conformance and no argument names single tests.
+    if any("::" in arg for arg in config.args):
         return False
     return any(CONFORMANCE_DIR.is_relative_to(Path(arg).resolve()) for arg in config.args)
+
+
+def _is_complete_run(config):
+    # Complete: every conformance test collected and none deselected.
+    return _collects_all_conformance(config) and not config.stash.get(DESELECTED_KEY, False)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -376,10 +389,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if path is not None:
         terminalreporter.write_line(f"results record: {path}")
 
-    # Stale deviation entries: they match no collected case of this
-    # framework version, device and dtype, so the profile needs a look.
+    # Stale deviation entries: they match no case of this framework version,
+    # device and dtype, so the profile needs a look. Matching runs before
+    # -k deselection, but only a run that collects all of tests/conformance
+    # can tell.
     profile = config.stash[PROFILE_KEY]
-    matched = config.stash.get(MATCHED_DEVIATIONS_KEY, None)
+    matched = config.stash.get(MATCHED_DEVIATIONS_KEY, None) if _collects_all_conformance(config) else None
     facts = adapter.run_facts()
     warned = set()
     for deviation in profile.deviations if matched is not None else ():

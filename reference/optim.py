@@ -244,7 +244,7 @@ class _Slot:
 class Trainer:
     """Gluon's ``Trainer`` over named float64 parameters.
 
-    ``backward`` stands in for an autograd backward pass: it writes (or, with
+    ``backward`` replaces an autograd backward pass: it writes (or, with
     ``grad_req="add"``, adds) each given gradient and marks it fresh.
     ``step(batch_size)`` rescales every fresh gradient by ``1 / batch_size``
     and applies one optimizer update to its parameter.
