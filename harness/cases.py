@@ -18,21 +18,42 @@ def quantize(array, dtype):
     return np.asarray(array, dtype=dtype).astype(np.float64)
 
 
-def reference_optimizer(name, question, profile, **hyperparameters):
+def differing_choices(choices, canonical):
+    """Return the entries of ``choices`` whose value differs from ``canonical``."""
+    return {key: value for key, value in choices.items() if canonical.get(key, value) != value}
+
+
+def reference_optimizer(name, question, profile, check=None, **hyperparameters):
     """Return the reference optimizer for one question.
 
     Canonical: the spec's choices (the reference defaults). Native: the
     profile's ``[native.<name>]`` choices, overridden by the hyperparameters
-    the test passes explicitly.
+    the test passes explicitly. ``check`` records the native choices that
+    differ from the spec.
     """
-    choices = profile.native_choices(name) if question == "native" else {}
+    if question != "native":
+        return optim.make_optimizer(name, **hyperparameters)
+    choices = profile.native_choices(name)
+    canonical = vars(optim.make_optimizer(name, **hyperparameters))
+    if check is not None:
+        check.note_native_choices(
+            name, differing_choices({k: v for k, v in choices.items() if k not in hyperparameters}, canonical)
+        )
     return optim.make_optimizer(name, **{**choices, **hyperparameters})
 
 
-def reference_loss(name, question, profile):
+# The canonical values of the loss choices the reference takes.
+CANONICAL_LOSS_CHOICES = {"half": True, "reduction": "per_sample"}
+
+
+def reference_loss(name, question, profile, check=None):
     """Return ``(loss, grad, choices)`` of reference loss ``name`` for one question."""
     loss, grad = losses.LOSSES[name]
-    choices = profile.native_choices(f"{name}_loss") if question == "native" else {}
+    if question != "native":
+        return loss, grad, {}
+    choices = profile.native_choices(f"{name}_loss")
+    if check is not None:
+        check.note_native_choices(f"{name}_loss", differing_choices(choices, CANONICAL_LOSS_CHOICES))
     return loss, grad, choices
 
 

@@ -47,6 +47,8 @@ class Checker:
         self.rerun_command = rerun_command
         self.comparisons = []
         self.inputs = {}
+        self.canonical_differences = []
+        self.native_choices = {}
 
     def rng(self):
         """Return a NumPy generator seeded by the case id."""
@@ -104,6 +106,69 @@ class Checker:
         )
         if actual != expected:
             self._fail(what, f"got {actual!r}, expected {expected!r}", None, None)
+
+    # NOTE: Native questions. A native case must match the reference configured
+    # with the profile's native choices (a failed comparison fails the case).
+    # It also measures, without failing, how far the native result is from the
+    # canonical semantics. When that difference exceeds the tolerance, the
+    # case is recorded as a deviation whose size is the measured difference
+    # and whose reason lists the native choices that differ from the spec.
+
+    def note_native_choices(self, component, differing):
+        """Record the native choices of ``component`` that differ from the spec's."""
+        if differing:
+            self.native_choices[component] = dict(differing)
+
+    def versus_canonical(self, what, actual, canonical, tolerance, *, n=1, steps=1, scale=None):
+        """Measure how far a native result is from the canonical expectation; never fails."""
+        actual = np.asarray(actual, dtype=np.float64)
+        canonical = np.asarray(canonical, dtype=np.float64)
+        if actual.shape != canonical.shape:
+            self.canonical_differences.append(
+                {"what": what, "exceeds_tolerance": True, "shape": f"{actual.shape} instead of {canonical.shape}"}
+            )
+            return
+        rtol = rtol_for(tolerance, self.dtype, n=n, steps=steps)
+        result = compare(actual, canonical, rtol=rtol, dtype=self.dtype, scale=scale)
+        self.canonical_differences.append({"what": what, "exceeds_tolerance": not result.passed, **result.as_record()})
+
+    def law_versus_canonical(self, what, native_law, canonical_law):
+        """Record how a native law differs from the canonical one; never fails."""
+        if native_law == canonical_law:
+            return
+        ratio = native_law.std / canonical_law.std if canonical_law.std else float("inf")
+        self.canonical_differences.append(
+            {
+                "what": what,
+                "exceeds_tolerance": True,
+                "law": f"{native_law.kind} std {native_law.std:.4g} on [{native_law.low:.4g}, {native_law.high:.4g}] "
+                f"instead of {canonical_law.kind} std {canonical_law.std:.4g} "
+                f"on [{canonical_law.low:.4g}, {canonical_law.high:.4g}]",
+                "std_ratio": ratio,
+            }
+        )
+
+    def native_deviation(self):
+        """Return the deviation entry of a native case that differs from the spec, or None."""
+        exceeding = [entry for entry in self.canonical_differences if entry["exceeds_tolerance"]]
+        if not exceeding:
+            return None
+        worst = max(exceeding, key=lambda entry: entry.get("max_abs_error", float("inf")))
+        if "shape" in worst:
+            size = f"{worst['what']}: shape {worst['shape']}"
+        elif "law" in worst:
+            size = f"{worst['what']}: {worst['law']} (std ratio {worst['std_ratio']:.4g})"
+        else:
+            size = (
+                f"{worst['what']}: max abs difference {worst['max_abs_error']:.3g}, "
+                f"max rel {worst['max_rel_error']:.3g} from the canonical result"
+            )
+        choices = "; ".join(
+            f"{component}: " + ", ".join(f"{key}={value!r}" for key, value in differing.items())
+            for component, differing in self.native_choices.items()
+        )
+        reason = "the native default behaves as the profile's native choices say, which differ from the spec"
+        return {"rule": self.rule_ids[0], "size": size, "reason": f"{reason} ({choices or 'see the profile'})"}
 
     def summary(self):
         """Return the largest errors over every comparison of the case."""

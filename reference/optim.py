@@ -24,7 +24,7 @@ NOTE: Named choices.
   ``sqrt(v) + epsilon`` and scales the step by ``sqrt(1 - beta2^t) / (1 - beta1^t)``
   (Gluon, Keras); ``"after_correction"`` divides the corrected moment by
   ``sqrt(v / (1 - beta2^t)) + epsilon`` (PyTorch). The first is the second
-  with epsilon multiplied by ``sqrt(1 - beta2^t)``.
+  with epsilon divided by ``sqrt(1 - beta2^t)``.
 """
 
 from __future__ import annotations

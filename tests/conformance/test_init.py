@@ -37,19 +37,25 @@ def test_default_initialize(adapter, check, profile, layer, question):
 
     # Canonical: initialize() gives weights U(-0.07, 0.07) and biases 0.
     # Native: a freshly made layer has the laws the profile records.
+    canonical = {"weight": init.Uniform(0.07).law(spec.weight_shape()), "bias": init.Zero().law((spec.out_channels,))}
     if question == "canonical":
         values = adapter.init_layer(spec, seed=check.seed)
-        laws = {"weight": init.Uniform(0.07).law(spec.weight_shape()), "bias": init.Zero().law((spec.out_channels,))}
+        laws = canonical
     else:
         values = adapter.init_layer(spec, seed=check.seed, mode="native_defaults")
+        table = profile.native_choices(f"{spec.kind}_init")
         laws = {}
         for name in ("weight", "bias"):
-            initializer, fans_of = make_initializer(profile.native_choices(f"{spec.kind}_init")[name])
+            initializer, fans_of = make_initializer(table[name])
             shape = spec.weight_shape() if fans_of == "weight" else values[name].shape
             laws[name] = initializer.law(shape, "OI" if spec.kind == "dense" else "OIHW")
+            if laws[name] != canonical[name]:
+                check.note_native_choices(f"{spec.kind}_init", {name: table[name]})
 
-    check.law("weight", values["weight"], laws["weight"])
-    check.law("bias", values["bias"], laws["bias"])
+    for name in ("weight", "bias"):
+        check.law(name, values[name], laws[name])
+        if question == "native":
+            check.law_versus_canonical(name, laws[name], canonical[name])
 
 
 @pytest.mark.rule("INIT-UNIFORM")

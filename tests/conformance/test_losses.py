@@ -33,7 +33,7 @@ def elements_per_sample(shape, batch_axis=0):
 
 def check_loss(check, name, actual_loss, actual_grad, pred, label, question, profile, **kwargs):
     """Compare a framework's loss and gradient with the reference for one question."""
-    loss, grad, choices = reference_loss(name, question, profile)
+    loss, grad, choices = reference_loss(name, question, profile, check)
     arguments = {**kwargs, **choices}
     expected_loss = loss(pred, label, **arguments)
     expected_grad = grad(pred, label, **arguments)
@@ -41,6 +41,11 @@ def check_loss(check, name, actual_loss, actual_grad, pred, label, question, pro
     # The reduction sums at most all elements of the prediction.
     check.close("loss", actual_loss, expected_loss, "reduction", n=pred.size)
     check.close("gradient", actual_grad, expected_grad, "elementwise")
+
+    # A native result is also measured against the canonical semantics.
+    if question == "native":
+        check.versus_canonical("loss", actual_loss, loss(pred, label, **kwargs), "reduction", n=pred.size)
+        check.versus_canonical("gradient", actual_grad, grad(pred, label, **kwargs), "elementwise")
 
 
 # 1. Normalization -------------------------------------------------------------

@@ -41,8 +41,8 @@ def expected_adam_with(**choices):
     # Only the expected side changes: the adapter still gets Gluon's choices.
     original = test_optim.reference_optimizer
 
-    def make(name, question, profile, **hyperparameters):
-        return dataclasses.replace(original(name, question, profile, **hyperparameters), **choices)
+    def make(name, question, profile, check=None, **hyperparameters):
+        return dataclasses.replace(original(name, question, profile, check, **hyperparameters), **choices)
 
     return make
 

@@ -43,59 +43,57 @@ def run_both(adapter, check, optimizer_name, question, profile, hyperparameters,
     grads = draw_grads(check, len(schedule), grad_scale)
 
     # The reference optimizer for the question; the adapter gets the same hyperparameters.
-    expected_optimizer = reference_optimizer(optimizer_name, question, profile, **hyperparameters)
+    expected_optimizer = reference_optimizer(optimizer_name, question, profile, check, **hyperparameters)
     requested = optim.make_optimizer(optimizer_name, **hyperparameters)
     trainer = adapter.trainer(params, requested, mode=adapter_mode(question))
     expected = optim.Trainer(params, expected_optimizer)
+    canonical = optim.Trainer(params, requested) if question == "native" else None
+    step_all(check, trainer, expected, canonical, params, grads, schedule)
+    return trainer, expected
 
+
+def step_all(check, trainer, expected, canonical, params, grads, schedule):
+    """Step the framework and the references together, comparing after each step.
+
+    ``canonical`` (native questions only) is measured against without failing.
+    """
+    references = [expected] if canonical is None else [expected, canonical]
     for step, (lr, grad) in enumerate(zip(schedule, grads), start=1):
-        if lr != expected.learning_rate:
+        if lr is not None and lr != expected.learning_rate:
             trainer.set_learning_rate(lr)
-            expected.set_learning_rate(lr)
+            for reference in references:
+                reference.set_learning_rate(lr)
         trainer.backward(grad)
-        expected.backward(grad)
         trainer.step(BATCH_SIZE)
-        expected.step(BATCH_SIZE)
+        for reference in references:
+            reference.backward(grad)
+            reference.step(BATCH_SIZE)
 
         actual_weights, expected_weights = trainer.weights(), expected.weights()
         for name in SHAPES:
             scale = max(np.max(np.abs(expected_weights[name])), np.max(np.abs(params[name])))
-            check.close(
-                f"{name} after step {step}",
-                actual_weights[name],
-                expected_weights[name],
-                "optimizer",
-                steps=step,
-                scale=scale,
-            )
-    return trainer, expected
+            what = f"{name} after step {step}"
+            check.close(what, actual_weights[name], expected_weights[name], "optimizer", steps=step, scale=scale)
+            if canonical is not None:
+                canonical_weights = canonical.weights()[name]
+                check.versus_canonical(
+                    what, actual_weights[name], canonical_weights, "optimizer", steps=step, scale=scale
+                )
 
 
 def defaults_question(adapter, check, profile, optimizer_name, question):
     """Run three steps with every hyperparameter at its default."""
     params = draw_params(check)
     grads = draw_grads(check, 3)
+    canonical_optimizer = optim.make_optimizer(optimizer_name)
     if question == "canonical":
-        optimizer = optim.make_optimizer(optimizer_name)
-        trainer = adapter.trainer(params, optimizer)
+        trainer = adapter.trainer(params, canonical_optimizer)
+        expected, canonical = optim.Trainer(params, canonical_optimizer), None
     else:
-        optimizer = reference_optimizer(optimizer_name, "native", profile)
-        trainer = adapter.trainer(params, optim.make_optimizer(optimizer_name), mode="native_defaults")
-    expected = optim.Trainer(params, optimizer)
-    for step, grad in enumerate(grads, start=1):
-        trainer.backward(grad)
-        expected.backward(grad)
-        trainer.step(BATCH_SIZE)
-        expected.step(BATCH_SIZE)
-        for name in SHAPES:
-            check.close(
-                f"{name} after step {step}",
-                trainer.weights()[name],
-                expected.weights()[name],
-                "optimizer",
-                steps=step,
-                scale=np.max(np.abs(params[name])),
-            )
+        optimizer = reference_optimizer(optimizer_name, "native", profile, check)
+        trainer = adapter.trainer(params, canonical_optimizer, mode="native_defaults")
+        expected, canonical = optim.Trainer(params, optimizer), optim.Trainer(params, canonical_optimizer)
+    step_all(check, trainer, expected, canonical, params, grads, [None] * len(grads))
 
 
 # 1. SGD -----------------------------------------------------------------------------
@@ -362,28 +360,34 @@ def test_gradient_accumulation(adapter, check, profile, grad_req):
     params = draw_params(check)
     grads = draw_grads(check, 3)
     if grad_req == "native":
+        native = profile.native_choices("trainer")["grad_req"]
+        check.note_native_choices("trainer", {"grad_req": native} if native != "write" else {})
         trainer = adapter.trainer(params, optim.SGD(), mode="native")
-        expected = optim.Trainer(params, optim.SGD(), grad_req=profile.native_choices("trainer")["grad_req"])
+        expected = optim.Trainer(params, optim.SGD(), grad_req=native)
+        canonical = optim.Trainer(params, optim.SGD())
     else:
         trainer = adapter.trainer(params, optim.SGD(), grad_req=grad_req)
         expected = optim.Trainer(params, optim.SGD(), grad_req=grad_req)
+        canonical = None
 
     # Two backward passes, then zero, then one more.
+    references = [expected] if canonical is None else [expected, canonical]
     for label, action in [("first", 0), ("second", 1), ("zeroed", None), ("after zero", 2)]:
         if action is None:
             trainer.zero_grad()
-            expected.zero_grad()
         else:
             trainer.backward(grads[action])
-            expected.backward(grads[action])
+        for reference in references:
+            if action is None:
+                reference.zero_grad()
+            else:
+                reference.backward(grads[action])
         for name in SHAPES:
-            check.close(
-                f"{name} gradient, {label}",
-                trainer.grads()[name],
-                expected.grads()[name],
-                "elementwise",
-                scale=np.max(np.abs(expected.grads()[name])) + 1,
-            )
+            what = f"{name} gradient, {label}"
+            scale = np.max(np.abs(expected.grads()[name])) + 1
+            check.close(what, trainer.grads()[name], expected.grads()[name], "elementwise", scale=scale)
+            if canonical is not None:
+                check.versus_canonical(what, trainer.grads()[name], canonical.grads()[name], "elementwise", scale=scale)
 
 
 @pytest.mark.rule("TRAINER-LIVE-DATA")

@@ -185,6 +185,22 @@ def test_adam_epsilon_placement_factor():
     assert 28.5 < after / before < 29.0
 
 
+@pytest.mark.rule("ADAM-EPSILON")
+@pytest.mark.parametrize("steps", [1, 3])
+def test_epsilon_before_equals_after_with_larger_epsilon(steps):
+    # Before the correction with epsilon equals after it with epsilon / sqrt(1 - beta2^t),
+    # so a per-step epsilon turns one placement into the other.
+    epsilon = 1e-3
+    before = optim.Trainer({"w": WEIGHTS}, optim.Adam(learning_rate=0.1, epsilon=epsilon))
+    after = optim.Trainer({"w": WEIGHTS}, optim.Adam(learning_rate=0.1, epsilon_placement="after_correction"))
+    for t, grad in enumerate(GRADS[:steps], start=1):
+        after.optimizer.epsilon = epsilon / math.sqrt(1 - 0.999**t)
+        for trainer in (before, after):
+            trainer.backward({"w": grad * 1e-3})
+            trainer.step(BATCH)
+    np.testing.assert_allclose(after.weights()["w"], before.weights()["w"], rtol=1e-13)
+
+
 @pytest.mark.rule("ADAM-WEIGHT-DECAY")
 def test_adam_decoupled_decay_shrinks_weight():
     # With a zero gradient, coupled decay still moves the moments; decoupled
