@@ -255,6 +255,23 @@ def pytest_runtest_makereport(item, call):
         item.stash[OUTCOME_KEY] = ("unsupported", str(call.excinfo.value))
         return
 
+    # An "error" deviation covers only the exception its profile entry names;
+    # any other exception is a failure, not the known deviation.
+    deviation = item.stash.get(DEVIATION_KEY, None)
+    if (
+        deviation is not None
+        and deviation.kind == "error"
+        and call.when == "call"
+        and call.excinfo is not None
+        and deviation.error not in f"{call.excinfo.typename}: {call.excinfo.value}"
+    ):
+        report.outcome = "failed"
+        if hasattr(report, "wasxfail"):
+            del report.wasxfail
+        report.sections.append(
+            ("trainspec", f"the exception is not the known deviation, which expects {deviation.error!r}")
+        )
+
     # A failure that is not a comparison (a framework exception, say)
     # gets the rule and case in front of its traceback.
     if (

@@ -12,8 +12,9 @@ A profile records, for one framework,
   (or ``rules``, a list of ids sharing one cause),
   a framework version range (PEP 440 specifiers), optional device, dtype,
   question (canonical or native) and case filters, a kind (``value`` when
-  the numbers differ, ``error`` when the framework raises), the measured
-  size and a reason. A matching test becomes a strict xfail.
+  the numbers differ, ``error`` when the framework raises, with ``error``
+  the text of the exception as ``"TypeName: message"``), the measured size
+  and a reason. A matching test becomes a strict xfail.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Deviation:
     questions: tuple = ()
     cases: tuple = ("*",)
     kind: str = "value"
+    error: str = ""
     index: int = 0
 
     def applies_to_run(self, version, device, dtype):
@@ -168,6 +170,8 @@ def parse_profile(data, path, rules=None):
         for rule_id in rule_ids:
             if rule_id not in rules:
                 raise ProfileError(f"{where}: rule {rule_id!r} does not exist in spec/rules.toml")
+        if entry.get("kind") == "error" and not entry.get("error"):
+            raise ProfileError(f"{where}: kind 'error' needs 'error', text that the raised exception contains")
         try:
             versions = SpecifierSet(entry["versions"])
         except InvalidSpecifier as error:
@@ -183,6 +187,7 @@ def parse_profile(data, path, rules=None):
                 questions=_as_tuple(entry.get("questions", ()), "question", where, QUESTIONS),
                 cases=_as_tuple(entry.get("cases", ("*",)), "case", where),
                 kind=_as_tuple(entry.get("kind", "value"), "kind", where, DEVIATION_KINDS)[0],
+                error=entry.get("error", ""),
                 index=index,
             )
             for rule_id in rule_ids

@@ -43,6 +43,7 @@ def test_case_pattern_keeps_brackets_literal():
         ({"devices": ["tpu"]}, "invalid device 'tpu': expected one of cpu, gpu"),
         ({"questions": ["both"]}, "invalid question 'both'"),
         ({"kind": "crash"}, "invalid kind 'crash': expected one of value, error"),
+        ({"kind": "error"}, "kind 'error' needs 'error'"),
     ],
 )
 def test_invalid_deviation(extra, message):
