@@ -18,6 +18,7 @@ reference configured by the profile's ``[native]`` choices.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MODES = ("canonical", "native", "native_defaults")
@@ -58,6 +59,56 @@ class LayerSpec:
         if self.kind == "dense":
             return (self.out_channels, self.in_channels)
         return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+
+@dataclass(frozen=True)
+class BenchmarkCall:
+    """One benchmark body. ``run`` is the timed call and returns once the
+    device has finished its work. ``prepare``, when given, runs untimed
+    before every call of ``run``, for example to mark gradients fresh."""
+
+    run: Callable[[], object]
+    prepare: Callable[[], object] | None = None
+
+
+class NativeBenchmarks(abc.ABC):
+    """Benchmark bodies written directly in a framework's own API.
+
+    They do the same work as the adapter's methods without the adapter in
+    between, so that the benchmarks can report the adapter's overhead. Each
+    method converts its NumPy inputs once, outside the timed call, and
+    returns a ``BenchmarkCall``.
+    """
+
+    def overhead_notes(self):
+        """Return, by component kind ("loss", "optimizer", "initializer",
+        "trainer"), why the adapter path costs more than the native call."""
+        return {}
+
+    @abc.abstractmethod
+    def loss(self, name, pred, label):
+        """Return a call of loss ``name`` ("l1", "l2" or "custom_l1"): forward
+        on ``pred`` and ``label``, then backward of the sum of its per-sample
+        values. The gradient stays in the framework."""
+
+    @abc.abstractmethod
+    def optimizer_step(self, weights, grads, optimizer):
+        """Return a call of one native optimizer step, rescale 1, over the
+        parameters ``weights`` (a list of arrays) with the fixed gradients
+        ``grads``. The reference ``optimizer`` (SGD or Adam) gives the
+        learning rate, momentum, betas and epsilon."""
+
+    @abc.abstractmethod
+    def initializer(self, layer, init, seed):
+        """Return a call that initializes the weight of a ``layer`` (a
+        ``LayerSpec``) again with the reference initializer ``init``."""
+
+    @abc.abstractmethod
+    def trainer_step(self, layers, x, label, optimizer, seed):
+        """Return a call of one training step on a sequential model of
+        ``layers``: forward on ``x``, per-sample L2 loss against ``label``,
+        backward of its sum and one step of ``optimizer`` with batch size
+        ``len(x)``."""
 
 
 class Model(abc.ABC):
@@ -134,6 +185,13 @@ class Trainer(abc.ABC):
     def read_live_view(self, view):
         """Return the current values behind an object from ``live_view``."""
 
+    def mark_grads_fresh(self):
+        """Mark every stored gradient as written by a backward pass, so that
+        ``step()`` can run again on the same gradients (benchmarks use it to
+        time steps without a backward pass). Adapters whose framework tracks
+        stale gradients override it."""
+        raise Unsupported(f"{type(self).__name__} cannot mark its gradients fresh")
+
 
 class Adapter(abc.ABC):
     """One framework behind the interface the tests use."""
@@ -168,6 +226,16 @@ class Adapter(abc.ABC):
             "dtype": self.dtype,
             "numerics": self.numerics(),
         }
+
+    def synchronize(self):
+        """Wait until the device has finished all queued work. The default
+        does nothing, which is right for frameworks that run synchronously;
+        asynchronous ones (MXNet's engine, CUDA) override it."""
+        return None
+
+    def native_benchmarks(self):
+        """Return the ``NativeBenchmarks`` of this framework."""
+        raise Unsupported(f"the {self.name} adapter has no native benchmark calls")
 
     # 2. Initialization -------------------------------------------------------
 
