@@ -35,7 +35,7 @@ import torch
 from packaging.version import Version
 from torch import nn
 
-from adapters.base import Adapter, Model, Trainer, Unsupported
+from adapters.base import Adapter, BenchmarkCall, Model, NativeBenchmarks, Trainer, Unsupported
 from reference import init as ref_init
 from reference.errors import LabelShapeError, StaleGradientError
 
@@ -664,6 +664,18 @@ class TorchTrainer(Trainer):
     def read_live_view(self, view):
         return to_numpy(view)
 
+    def mark_grads_fresh(self):
+        # Native mode ends each step with optimizer.zero_grad(), which sets the
+        # gradients to None, so the gradients found at the first call are kept
+        # and put back wherever a step has dropped them.
+        first_grads = getattr(self, "_first_grads", None)
+        if first_grads is None:
+            first_grads = self._first_grads = {name: param.grad for name, param in self.params.items()}
+        for name, param in self.params.items():
+            if param.grad is None:
+                param.grad = first_grads[name]
+            self.gradients.fresh[name] = True
+
 
 # 5. The adapter -------------------------------------------------------------------------------
 
@@ -807,3 +819,135 @@ class TorchAdapter(Adapter):
         return TorchTrainer(
             self, named, optimizer, gradients=gradients, grad_req=grad_req, mode=mode, implementation=implementation
         )
+
+    # Benchmarks
+
+    def synchronize(self):
+        # CPU operators run synchronously; CUDA kernels are queued.
+        if self.is_gpu:
+            torch.cuda.synchronize(self.torch_device)
+
+    def native_benchmarks(self):
+        return TorchBenchmarks(self)
+
+
+# 6. Native benchmark calls ------------------------------------------------------------------------
+
+
+class TorchBenchmarks(NativeBenchmarks):
+    """Each component written as a PyTorch user writes it, without the adapter.
+
+    Every call ends with ``adapter.synchronize()``, which waits for the
+    queued CUDA kernels on a GPU and does nothing on the CPU.
+    """
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+
+    def overhead_notes(self):
+        return {
+            "loss": "the adapter's loss() copies the NumPy inputs into new tensors and the loss and gradient "
+            "back into float64 NumPy arrays on every call",
+            "initializer": "Model.initialize() also creates a seeded torch.Generator, records warnings and "
+            "keeps Gluon's initialization state",
+            "optimizer": "TorchTrainer.step() composes Gluon's rescale by 1 / batch_size, which torch.optim has "
+            "no option for: it multiplies every gradient into a new tensor (one more read and write of "
+            "each gradient, 8 B per parameter) and loops over the parameters in Python three times; "
+            "the native call is optimizer.step() alone",
+            "trainer": "Model.forward_backward() copies the input and label from NumPy and the per-sample losses "
+            "back to float64 NumPy, and TorchTrainer.step() rescales every gradient into a new tensor",
+        }
+
+    def loss(self, name, pred, label):
+        pred_tensor = self.adapter.tensor(pred).requires_grad_()
+        label_tensor = self.adapter.tensor(label)
+        if name == "custom_l1":
+            block = CustomL1Loss()
+        elif name == "l1":
+            block = lambda p, t: nn.functional.l1_loss(p, t, reduction="none").mean(dim=1)
+        else:
+            block = lambda p, t: (0.5 * nn.functional.mse_loss(p, t, reduction="none")).mean(dim=1)
+
+        def run():
+            # A fresh gradient each call: backward would otherwise add to the old one.
+            pred_tensor.grad = None
+            block(pred_tensor, label_tensor).sum().backward()
+            self.adapter.synchronize()
+
+        return BenchmarkCall(run)
+
+    def optimizer_step(self, weights, grads, optimizer):
+        params = []
+        for weight, grad in zip(weights, grads):
+            param = nn.Parameter(self.adapter.tensor(weight))
+            param.grad = self.adapter.tensor(grad)
+            params.append(param)
+        if optimizer.name == "sgd":
+            native = torch.optim.SGD(params, lr=optimizer.learning_rate, momentum=optimizer.momentum)
+        else:
+            native = torch.optim.Adam(
+                params, lr=optimizer.learning_rate, betas=(optimizer.beta1, optimizer.beta2), eps=optimizer.epsilon
+            )
+
+        def run():
+            native.step()
+            self.adapter.synchronize()
+
+        return BenchmarkCall(run)
+
+    def initializer(self, layer, init, seed):
+        module = make_layer(layer, self.adapter.torch_dtype, self.adapter.torch_device)
+        weight = module.weight
+        if isinstance(init, ref_init.Uniform):
+            fill = lambda generator: nn.init.uniform_(weight, -init.scale, init.scale, generator=generator)
+        elif isinstance(init, ref_init.Normal):
+            fill = lambda generator: nn.init.normal_(weight, 0.0, init.sigma, generator=generator)
+        elif isinstance(init, ref_init.Xavier) and init.factor_type == "avg":
+            # Gluon's Xavier scale sqrt(magnitude / factor) is xavier_*'s with gain sqrt(magnitude / 3)
+            # for the uniform law and sqrt(magnitude) for the normal one.
+            normal = init.rnd_type == "gaussian"
+            gain = math.sqrt(init.magnitude if normal else init.magnitude / 3.0)
+            draw = nn.init.xavier_normal_ if normal else nn.init.xavier_uniform_
+            fill = lambda generator: draw(weight, gain=gain, generator=generator)
+        else:
+            raise Unsupported(f"no native benchmark call for {init!r}")
+
+        def run():
+            with torch.no_grad():
+                fill(torch.Generator(device=self.adapter.torch_device).manual_seed(seed))
+            self.adapter.synchronize()
+
+        return BenchmarkCall(run)
+
+    def trainer_step(self, layers, x, label, optimizer, seed):
+        torch.manual_seed(seed)
+        modules = []
+        for layer in layers:
+            modules.append(make_layer(layer, self.adapter.torch_dtype, self.adapter.torch_device))
+            if layer.activation is not None:
+                modules.append(ACTIVATIONS[layer.activation]())
+        net = nn.Sequential(*modules)
+        x_tensor = self.adapter.tensor(x)
+        label_tensor = self.adapter.tensor(label)
+        # The first forward pass gives lazy layers their shapes, which the optimizer needs.
+        with torch.no_grad():
+            net(x_tensor)
+        if optimizer.name == "sgd":
+            native = torch.optim.SGD(net.parameters(), lr=optimizer.learning_rate, momentum=optimizer.momentum)
+        else:
+            native = torch.optim.Adam(
+                net.parameters(),
+                lr=optimizer.learning_rate,
+                betas=(optimizer.beta1, optimizer.beta2),
+                eps=optimizer.epsilon,
+            )
+
+        def run():
+            native.zero_grad()
+            values = (0.5 * nn.functional.mse_loss(net(x_tensor), label_tensor, reduction="none")).mean(dim=1)
+            # The mean over the batch is Gluon's sum of per-sample losses rescaled by 1 / batch_size.
+            values.mean().backward()
+            native.step()
+            self.adapter.synchronize()
+
+        return BenchmarkCall(run)
