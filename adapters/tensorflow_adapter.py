@@ -40,7 +40,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from adapters.base import Adapter, Model, Trainer, Unsupported  # noqa: E402
+from adapters.base import Adapter, BenchmarkCall, Model, NativeBenchmarks, Trainer, Unsupported  # noqa: E402
 from reference import init as ref_init  # noqa: E402
 from reference import optim as ref_optim  # noqa: E402
 from reference.errors import LabelShapeError, StaleGradientError  # noqa: E402
@@ -731,6 +731,11 @@ class TensorFlowTrainer(Trainer):
                 return slot.layout.to_canonical(view.numpy()).astype(np.float64)
         return view.numpy().astype(np.float64)
 
+    def mark_grads_fresh(self):
+        # The stored gradients stay in the slots' variables; only canonical mode checks the flags.
+        for slot in self.slots.values():
+            slot.fresh = True
+
 
 # 8. The adapter -------------------------------------------------------------------------------
 
@@ -886,3 +891,141 @@ class TensorFlowAdapter(Adapter):
                     variable = keras.Variable(np.asarray(value), dtype=self.dtype, name=name.replace(".", "_"))
                     slots[name] = Slot(name, variable, Layout())
         return TensorFlowTrainer(self, slots, optimizer, grad_req, mode, implementation)
+
+    # Benchmarks
+
+    def synchronize(self):
+        # Eager operations on the CPU return when they are done; GPU kernels are queued.
+        if self.is_gpu:
+            tf.test.experimental.sync_devices()
+
+    def native_benchmarks(self):
+        return TensorFlowBenchmarks(self)
+
+
+# 9. Native benchmark calls --------------------------------------------------------------------
+
+
+class TensorFlowBenchmarks(NativeBenchmarks):
+    """Each component written as a Keras 3 user writes it, without the adapter.
+
+    Every call ends with ``adapter.synchronize()``, which waits for the
+    queued GPU kernels on a GPU and does nothing on the CPU.
+    """
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+
+    def overhead_notes(self):
+        return {
+            "loss": "the adapter's loss() copies the NumPy inputs into new tensors and the loss and gradient "
+            "back into float64 NumPy arrays on every call",
+            "initializer": "Model.initialize() makes a new Keras initializer for every layer on every call",
+            "optimizer": "TensorFlowTrainer.step() composes Gluon's rescale by 1 / batch_size, which Keras has "
+            "no option for: it divides every stored gradient into a new tensor (one more read and write of "
+            "each gradient, 8 B per parameter) before apply_gradients; the native call is apply_gradients alone",
+            "trainer": "Model.forward_backward() copies the input and label from NumPy, assigns every gradient "
+            "to the adapter's gradient variable and copies the per-sample losses back to float64 NumPy, "
+            "and the step divides every gradient by the batch size",
+        }
+
+    def loss(self, name, pred, label):
+        with self.adapter.scope():
+            pred_tensor = self.adapter.tensor(pred)
+            label_tensor = self.adapter.tensor(label)
+        if name == "custom_l1":
+            block = CustomL1Loss(reduction=None, dtype=self.adapter.dtype)
+        elif name == "l1":
+            block = keras.losses.MeanAbsoluteError(reduction=None, dtype=self.adapter.dtype)
+        else:
+            mse = keras.losses.MeanSquaredError(reduction=None, dtype=self.adapter.dtype)
+            block = lambda y_true, y_pred: 0.5 * mse(y_true, y_pred)
+
+        def run():
+            with self.adapter.scope():
+                with tf.GradientTape() as tape:
+                    tape.watch(pred_tensor)
+                    total = tf.reduce_sum(block(label_tensor, pred_tensor))
+                tape.gradient(total, pred_tensor)
+            self.adapter.synchronize()
+
+        return BenchmarkCall(run)
+
+    def optimizer_step(self, weights, grads, optimizer):
+        with self.adapter.scope():
+            variables = [keras.Variable(weight, dtype=self.adapter.dtype) for weight in weights]
+            pairs = [(self.adapter.tensor(grad), variable) for grad, variable in zip(grads, variables)]
+            if optimizer.name == "sgd":
+                native = keras.optimizers.SGD(
+                    learning_rate=float(optimizer.learning_rate), momentum=float(optimizer.momentum)
+                )
+            else:
+                native = keras.optimizers.Adam(
+                    learning_rate=float(optimizer.learning_rate),
+                    beta_1=float(optimizer.beta1),
+                    beta_2=float(optimizer.beta2),
+                    epsilon=float(optimizer.epsilon),
+                )
+            native.build(variables)
+
+        def run():
+            with self.adapter.scope():
+                native.apply_gradients(pairs)
+            self.adapter.synchronize()
+
+        return BenchmarkCall(run)
+
+    def initializer(self, layer, init, seed):
+        if layer.kind != "dense" or layer.in_channels is None:
+            raise Unsupported("the native initializer benchmark takes a dense layer with in_channels")
+        # Keras stores a dense kernel as (in, out).
+        shape = (layer.in_channels, layer.out_channels)
+        if isinstance(init, (ref_init.Uniform, ref_init.Normal, ref_init.Xavier)):
+            native = to_keras_initializer(init, int(seed) % SEED_MODULUS)
+        else:
+            raise Unsupported(f"no native benchmark call for {init!r}")
+        with self.adapter.scope():
+            kernel = keras.Variable(np.zeros(shape), dtype=self.adapter.dtype)
+
+        def run():
+            with self.adapter.scope():
+                kernel.assign(native(shape, self.adapter.dtype))
+            self.adapter.synchronize()
+
+        return BenchmarkCall(run)
+
+    def trainer_step(self, layers, x, label, optimizer, seed):
+        with self.adapter.scope():
+            keras.utils.set_random_seed(int(seed) % SEED_MODULUS)
+            model = keras.Sequential(
+                [keras.layers.Dense(layer.out_channels, activation=layer.activation) for layer in layers]
+            )
+            x_tensor = self.adapter.tensor(x)
+            label_tensor = self.adapter.tensor(label)
+            # The first call builds every layer, which the optimizer needs.
+            model(x_tensor)
+            if optimizer.name == "sgd":
+                native = keras.optimizers.SGD(
+                    learning_rate=float(optimizer.learning_rate), momentum=float(optimizer.momentum)
+                )
+            else:
+                native = keras.optimizers.Adam(
+                    learning_rate=float(optimizer.learning_rate),
+                    beta_1=float(optimizer.beta1),
+                    beta_2=float(optimizer.beta2),
+                    epsilon=float(optimizer.epsilon),
+                )
+            native.build(model.trainable_variables)
+            mse = keras.losses.MeanSquaredError(reduction=None, dtype=self.adapter.dtype)
+
+        def run():
+            with self.adapter.scope():
+                with tf.GradientTape() as tape:
+                    values = 0.5 * mse(label_tensor, model(x_tensor))
+                    # The mean over the batch is Gluon's sum of per-sample losses rescaled by 1 / batch_size.
+                    total = tf.reduce_mean(values)
+                grads = tape.gradient(total, model.trainable_variables)
+                native.apply_gradients(zip(grads, model.trainable_variables))
+            self.adapter.synchronize()
+
+        return BenchmarkCall(run)
