@@ -117,7 +117,7 @@ class Checker:
     def note_native_choices(self, component, differing):
         """Record the native choices of ``component`` that differ from the spec's."""
         if differing:
-            self.native_choices[component] = dict(differing)
+            self.native_choices.setdefault(component, {}).update(differing)
 
     def versus_canonical(self, what, actual, canonical, tolerance, *, n=1, steps=1, scale=None):
         """Measure how far a native result is from the canonical expectation; never fails."""

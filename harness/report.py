@@ -116,23 +116,36 @@ def summarize(cases):
     """Return the summary of one cell: outcome, counts, largest errors, deviations."""
     counts = {outcome: sum(case["outcome"] == outcome for case in cases) for outcome in OUTCOMES}
     outcome = next((name for name in PRIORITY if counts[name]), "not_run")
+    # One entry per deviation reason: the size of its largest measured case
+    # (the profile's stated size where nothing was measured) and the case count.
     deviations = {}
     for case in cases:
-        if "deviation" in case:
-            deviation = case["deviation"]
+        if "deviation" not in case:
+            continue
+        deviation = case["deviation"]
+        measured = _number(case["max_abs_error"]) if case.get("max_abs_error") is not None else -1.0
+        known = deviations.get(deviation["reason"])
+        if known is None or measured > known["measured_max_abs_error"]:
             deviations[deviation["reason"]] = {
                 "size": deviation["size"],
                 "reason": deviation["reason"],
                 "versions": deviation.get("versions", ""),
-                "measured_max_abs_error": _largest(
-                    [c for c in cases if c.get("deviation") == deviation], "max_abs_error"
-                ),
+                "measured_max_abs_error": measured,
+                "cases": known["cases"] if known else 0,
             }
+        deviations[deviation["reason"]]["cases"] += 1
     unsupported = sorted({case.get("message", "") for case in cases if case["outcome"] == "unsupported"})
     failures = [case["nodeid"] for case in cases if case["outcome"] == "failed"]
+    law_headrooms = [
+        _number(comparison["headroom"])
+        for case in cases
+        for comparison in case.get("comparisons", [])
+        if comparison.get("tolerance") == "statistical"
+    ]
     return {
         "outcome": outcome,
         "counts": counts,
+        "law_headroom": max(law_headrooms) if law_headrooms else None,
         "max_abs_error": _largest(cases, "max_abs_error"),
         "max_rel_error": _largest(cases, "max_rel_error"),
         "max_ulp_error": _largest(cases, "max_ulp_error"),
@@ -209,12 +222,13 @@ def totals(runs, matrix, records):
 
 def _format_error(summary):
     # Value comparisons report their largest absolute error; law checks
-    # (random initializers) only a headroom, shown as "h" and its value.
+    # (random initializers) a headroom, shown as "h" and its value.
+    parts = []
     if summary["max_abs_error"] is not None:
-        return f"{summary['max_abs_error']:.1e}"
-    if summary["headroom"] is not None:
-        return f"h {summary['headroom']:.1e}"
-    return "-"
+        parts.append(f"{summary['max_abs_error']:.1e}")
+    if summary.get("law_headroom") is not None:
+        parts.append(f"h {summary['law_headroom']:.2f}")
+    return ", ".join(parts) or "-"
 
 
 def _mark(summary):
@@ -226,9 +240,9 @@ def render_markdown(runs, matrix, rules):
     lines = ["# Conformance matrix", ""]
     lines.append(
         "Each cell: outcome of the canonical question / the native question, then the largest absolute error "
-        "over the rule's cases, or for random initializers the largest headroom (h: largest statistic over "
-        "its limit). pass: matches the reference; dev: known deviation (see below); unsup: the native API "
-        "cannot express it; FAIL: differs or raised; n/r: not run."
+        "over the rule's cases and, for random initializers, the largest headroom (h: the largest law "
+        "statistic over its limit; above 1 fails). pass: matches the reference; dev: known deviation (see "
+        "below); unsup: the native API cannot express it; FAIL: differs or raised; n/r: not run."
     )
     lines.append("")
     for run in runs:
@@ -253,7 +267,11 @@ def render_markdown(runs, matrix, rules):
         for run in runs:
             for deviation in cells[run.key]["all"]["deviations"]:
                 found = True
-                lines.append(f"- **{rule_id}**, `{run.key}` ({deviation['versions']}): {deviation['size']}.")
+                count = f"{deviation['cases']} case{'s' if deviation['cases'] != 1 else ''}"
+                lines.append(
+                    f"- **{rule_id}**, `{run.key}` ({deviation['versions']}; {count}, largest shown): "
+                    f"{deviation['size']}."
+                )
                 lines.append(f"  {deviation['reason']}")
     if not found:
         lines.append("None.")
