@@ -497,17 +497,20 @@ def _kernel_attribute(keras_layer):
 
 
 def _given_hyperparameters(optimizer):
-    """Return the fields of a reference optimizer that differ from its defaults.
+    """Return the hyperparameters the caller passed, by name.
 
-    The reference optimizer carries every field, so a value equal to the
-    reference default is indistinguishable from one left out. Native mode
-    treats it as left out and keeps Keras' own default.
+    ``make_optimizer`` records their names in ``given``. A reference
+    optimizer made without it carries no such record; then a value that
+    differs from the reference default counts as passed, and one equal to
+    it keeps Keras' own default.
     """
+    if optimizer.given:
+        return {name: getattr(optimizer, name) for name in optimizer.given}
     defaults = type(optimizer)()
     return {
         f.name: getattr(optimizer, f.name)
         for f in fields(optimizer)
-        if getattr(optimizer, f.name) != getattr(defaults, f.name)
+        if f.compare and getattr(optimizer, f.name) != getattr(defaults, f.name)
     }
 
 

@@ -34,7 +34,9 @@ def reference_optimizer(name, question, profile, check=None, **hyperparameters):
     if question != "native":
         return optim.make_optimizer(name, **hyperparameters)
     choices = profile.native_choices(name)
-    canonical = vars(optim.make_optimizer(name, **hyperparameters))
+    canonical = {
+        key: value for key, value in vars(optim.make_optimizer(name, **hyperparameters)).items() if key != "given"
+    }
     if check is not None:
         check.note_native_choices(
             name, differing_choices({k: v for k, v in choices.items() if k not in hyperparameters}, canonical)

@@ -119,6 +119,7 @@ class SGD:
     clip_order: str = "clip_then_wd"
     wd_mode: str = "coupled"
     momentum_form: str = "lr_inside"
+    given: tuple = field(default=(), compare=False, repr=False)
 
     name = "sgd"
 
@@ -177,6 +178,7 @@ class Adam:
     clip_order: str = "wd_then_clip"
     wd_mode: str = "coupled"
     epsilon_placement: str = "before_correction"
+    given: tuple = field(default=(), compare=False, repr=False)
 
     name = "adam"
 
@@ -326,6 +328,11 @@ class Trainer:
 
 
 def make_optimizer(name, **kwargs):
-    """Create a reference optimizer by name (``"sgd"`` or ``"adam"``)."""
+    """Create a reference optimizer by name (``"sgd"`` or ``"adam"``).
+
+    ``given`` records the names of the arguments passed, so that an adapter
+    in native mode passes exactly those to the framework and leaves the rest
+    at the framework's defaults.
+    """
     check_choice("optimizer", name, tuple(OPTIMIZERS))
-    return OPTIMIZERS[name](**kwargs)
+    return OPTIMIZERS[name](**kwargs, given=tuple(sorted(kwargs)))
