@@ -311,9 +311,11 @@ def _classify(report, item):
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item):
     config = item.config
+
     # Harness self-tests check no rule, so they have no place in the record.
     if ADAPTER_KEY not in config.stash or not _is_conformance(item) or not rule_ids_of(item):
         return
+
     outcome, message = item.stash.get(OUTCOME_KEY, ("not_run", "no outcome recorded"))
     checker = item.stash.get(CHECKER_KEY, None)
     deviation = item.stash.get(DEVIATION_KEY, None)
@@ -329,6 +331,7 @@ def pytest_runtest_teardown(item):
     if checker is not None:
         entry.update(checker.summary())
         entry["comparisons"] = checker.comparisons
+
     # A native case that matched its profile's native choices but differs
     # from the spec is a known deviation, sized by the measured difference.
     native_deviation = checker.native_deviation() if checker is not None else None
@@ -348,6 +351,7 @@ def pytest_runtest_teardown(item):
             "size": deviation.size,
             "reason": deviation.reason,
         }
+
     config.stash[RECORDS_KEY].append(entry)
 
 

@@ -120,7 +120,7 @@ class Checker:
             self.native_choices.setdefault(component, {}).update(differing)
 
     def versus_canonical(self, what, actual, canonical, tolerance, *, n=1, steps=1, scale=None):
-        """Measure how far a native result is from the canonical expectation; never fails."""
+        """Measure how far a native result is from the canonical expectation, without raising."""
         actual = np.asarray(actual, dtype=np.float64)
         canonical = np.asarray(canonical, dtype=np.float64)
         if actual.shape != canonical.shape:
@@ -133,7 +133,7 @@ class Checker:
         self.canonical_differences.append({"what": what, "exceeds_tolerance": not result.passed, **result.as_record()})
 
     def law_versus_canonical(self, what, native_law, canonical_law):
-        """Record how a native law differs from the canonical one; never fails."""
+        """Record how a native law differs from the canonical one, without raising."""
         if native_law == canonical_law:
             return
         ratio = native_law.std / canonical_law.std if canonical_law.std else float("inf")

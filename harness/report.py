@@ -185,7 +185,7 @@ def build_matrix(records, frameworks, rules):
         cells = {}
         for run, cases in zip(runs, cases_by_run):
             # A case that checks several rules and is a deviation of one of
-            # them says nothing about the others, so it counts only for that one.
+            # them carries no outcome for the others, so it counts only for that one.
             selected = [
                 case
                 for case in cases
