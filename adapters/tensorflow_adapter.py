@@ -912,8 +912,10 @@ class TensorFlowAdapter(Adapter):
 class TensorFlowBenchmarks(NativeBenchmarks):
     """Each component written as a Keras 3 user writes it, without the adapter.
 
-    Every call ends with ``adapter.synchronize()``, which waits for the
-    queued GPU kernels on a GPU and does nothing on the CPU.
+    The calls run eagerly, as the adapter's default implementation does;
+    a ``tf.function`` around them would change the times. Every call ends
+    with ``adapter.synchronize()``, which waits for the queued GPU kernels
+    on a GPU and does nothing on the CPU.
     """
 
     def __init__(self, adapter):

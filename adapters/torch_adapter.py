@@ -851,9 +851,9 @@ class TorchBenchmarks(NativeBenchmarks):
             "initializer": "Model.initialize() also creates a seeded torch.Generator, records warnings and "
             "keeps Gluon's initialization state",
             "optimizer": "TorchTrainer.step() composes Gluon's rescale by 1 / batch_size, which torch.optim has "
-            "no option for: it multiplies every gradient into a new tensor (one more read and write of "
-            "each gradient, 8 B per parameter) and loops over the parameters in Python three times; "
-            "the native call is optimizer.step() alone",
+            "no option for: it multiplies every gradient into a newly allocated tensor (one more read and "
+            "write of each gradient, 8 B per parameter), runs several Python loops over the parameters and "
+            "ends with zero_grad(); the native call is optimizer.step() alone",
             "trainer": "Model.forward_backward() copies the input and label from NumPy and the per-sample losses "
             "back to float64 NumPy, and TorchTrainer.step() rescales every gradient into a new tensor",
         }

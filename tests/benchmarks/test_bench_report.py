@@ -29,11 +29,26 @@ def entry(component, implementation, median, *, iqr=0.0, bytes_min=None, first_c
     }
 
 
-def bandwidth_entry(threads, median):
+def bandwidth_entry(kind, threads, median):
     return {
-        "name": f"test_memory_bandwidth[{threads}]",
+        "name": f"test_memory_bandwidth[{kind}-{threads}]",
         "stats": {"median": median, "iqr": 0.0, "rounds": 20},
-        "extra_info": {"component": f"bandwidth-copy-{threads}", "kind": "bandwidth", "bytes_moved": COPY_BYTES},
+        "extra_info": {"component": f"bandwidth-{kind}-{threads}", "kind": "bandwidth", "bytes_moved": COPY_BYTES},
+    }
+
+
+def overhead_entry(component, ratios, limit):
+    """Return one paired adapter-native measurement; ``ratios`` are the first quartile, median and third."""
+    return {
+        "component": component,
+        "framework": "mxnet",
+        "pairs": 30,
+        "adapter_median_s": 0.055,
+        "native_median_s": 0.050,
+        "ratio_q1": ratios[0],
+        "ratio_median": ratios[1],
+        "ratio_q3": ratios[2],
+        "overhead_limit": limit,
     }
 
 
@@ -66,29 +81,23 @@ def write_results(folder, framework, document):
 
 @pytest.fixture
 def mxnet_document():
-    # 1 GB/s bandwidth limit: 512 MiB copied in 0.5369 s by both copies.
+    # Copies at 1 and 2 GB/s, so the bandwidth limit is 2 GB/s; the add kernels are missing.
     loss_bytes = 12 * 10**6
     return results_document(
         "mxnet",
         [
-            bandwidth_entry("1", COPY_BYTES / 1e9),
-            bandwidth_entry("all", COPY_BYTES / 2e9),
+            bandwidth_entry("copy", "1", COPY_BYTES / 1e9),
+            bandwidth_entry("copy", "all", COPY_BYTES / 2e9),
             entry("loss-l1-64x1024", "native", 0.024, iqr=0.001, bytes_min=loss_bytes),
             entry("loss-l1-64x1024", "adapter", 0.030, bytes_min=loss_bytes),
             entry("loss-l1-64x1024", "numpy", 0.012, bytes_min=loss_bytes),
             entry("trainer-mlp", "native", 0.020, kind="trainer"),
         ],
         overhead=[
-            {
-                "component": "step-adam-1e6-1000t",
-                "framework": "mxnet",
-                "pairs": 30,
-                "adapter_median_s": 0.055,
-                "native_median_s": 0.050,
-                "ratio_median": 1.10,
-                "ratio_q1": 1.05,
-                "ratio_q3": 1.15,
-            }
+            overhead_entry("loss-l1-64x1024", (1.20, 1.25, 1.30), None),
+            overhead_entry("step-sgd_momentum-1e6-1t", (0.99, 1.01, 1.04), 0.05),
+            overhead_entry("step-adam-1e6-1t", (1.02, 1.06, 1.20), 0.05),
+            overhead_entry("step-adam-1e6-1000t", (1.05, 1.10, 1.15), 0.05),
         ],
         notes={"optimizer": "the adapter reads a flag per parameter"},
     )
@@ -122,18 +131,25 @@ def test_bandwidth_fraction_uses_run_limit(tmp_path, mxnet_document):
     markdown = (out / "benchmarks.md").read_text()
     # 12 MB at 2 GB/s is 6 ms: 25% of the native 24 ms, 50% of NumPy's 12 ms.
     assert "| title of loss-l1-64x1024 | 25% | not run | not run | 50% |" in markdown
-    assert "| mxnet | 1.0 | 2026-12-04T20:00:00 | Test CPU | 2 | 25.8 GB | 1.0 GB/s / 2.0 GB/s |" in markdown
+    assert "| mxnet | 1.0 | 2026-12-04 20:00:00 UTC | Test CPU | 2 | 24.0 GiB | 1.0 / 2.0 / - / - |" in markdown
 
 
-def test_overhead_over_limit_states_reason(tmp_path, mxnet_document):
+def test_overhead_verdicts_state_reason(tmp_path, mxnet_document):
     results, out = tmp_path / "results", tmp_path / "report"
     write_results(results, "mxnet", mxnet_document)
 
     bench_report.merge(results, out)
 
     markdown = (out / "benchmarks.md").read_text()
-    assert "| title of loss-l1-64x1024 | +25.0% (30 ms) | not run | not run |" in markdown
+    assert "| title of loss-l1-64x1024 | +25.0% (+20.0% to +30.0%, 30 pairs) | not run | not run |" in markdown
+    assert "| mxnet | step-sgd_momentum-1e6-1t | 30 | 50 ms | 55 ms | +1.0% (-1.0% to +4.0%) | under 5% |" in markdown
+    assert (
+        "+6.0% (+2.0% to +20.0%) | not resolved, the median is over 5% but the IQR includes it: "
+        "the adapter reads a flag per parameter |" in markdown
+    )
     assert "+10.0% (+5.0% to +15.0%) | over 5%: the adapter reads a flag per parameter |" in markdown
+    # The loss has no overhead limit, so it has no verdict row.
+    assert "| mxnet | loss-l1-64x1024 |" not in markdown
 
 
 def test_truncated_file_stops_merge(tmp_path, mxnet_document):
@@ -224,6 +240,11 @@ def test_real_benchmark_file_merges(tmp_path):
     runs, _ = bench_report.merge(results, tmp_path / "report")
 
     assert set(runs["mxnet"].results) == {("loss-l1-4x16", "numpy"), ("step-adam-1e3-1t", "numpy")}
-    assert set(runs["mxnet"].bandwidth) == {"bandwidth-copy-1", "bandwidth-copy-all"}
+    assert set(runs["mxnet"].bandwidth) == {
+        "bandwidth-copy-1",
+        "bandwidth-copy-all",
+        "bandwidth-add-1",
+        "bandwidth-add-all",
+    }
     markdown = (tmp_path / "report" / "benchmarks.md").read_text()
     assert "(quick self-test sizes)" in markdown

@@ -11,8 +11,9 @@ For every component of ``harness.bench.components()``:
 The first call of each benchmark is timed apart from the steady state and
 stored in ``extra_info["first_call_s"]``, because it includes operator
 creation, tracing or compilation. Every timed call ends when the device has
-finished (``Adapter.synchronize()``, or the native call's own wait). Two
-copy benchmarks measure the memory bandwidth of the machine in the same run.
+finished (``Adapter.synchronize()``, or the native call's own wait). Array
+copies and in-place adds measure the memory bandwidth in the same run, and
+``test_adapter_overhead`` times adapter and native calls in alternating pairs.
 
 Nothing here asserts a time. With ``--bench-quick --benchmark-disable`` every
 body runs once on small arrays, which is the self-test of the default run.
@@ -38,13 +39,10 @@ def pytest_generate_tests(metafunc):
         return
     every = bench.components(metafunc.config.getoption("--bench-quick", False))
     if metafunc.function.__name__ == "test_adapter_overhead":
-        selected = bench.overhead_components(every)
-        metafunc.parametrize("component", selected, ids=[component.id for component in selected])
+        metafunc.parametrize("component", every, ids=[component.id for component in every])
         return
-    kind = metafunc.function.__name__.removeprefix("test_")
-    selected = [component for component in every if component.kind == kind]
     # Native first: its first call is the framework's first call of that operator in the process.
-    cases = [(component, implementation) for component in selected for implementation in IMPLEMENTATIONS]
+    cases = [(component, implementation) for component in every for implementation in IMPLEMENTATIONS]
     metafunc.parametrize(
         ("component", "implementation"),
         cases,
@@ -128,163 +126,163 @@ def build(function, *args, **kwargs):
 
 
 @pytest.mark.parametrize("threads", ["1", "all"])
-def test_memory_bandwidth(benchmark, pytestconfig, threads):
-    nbytes = bench.QUICK_COPY_BYTES if pytestconfig.getoption("--bench-quick", False) else bench.COPY_BYTES
+@pytest.mark.parametrize("kind", ["copy", "add"])
+def test_memory_bandwidth(benchmark, pytestconfig, kind, threads):
+    quick = pytestconfig.getoption("--bench-quick", False)
+    nbytes = bench.QUICK_BANDWIDTH_ARRAY_BYTES if quick else bench.BANDWIDTH_ARRAY_BYTES
     count = 1 if threads == "1" else bench.usable_cores()
-    copy = bench.ArrayCopy(nbytes, count)
+    kernel = bench.BandwidthKernel(kind, nbytes, count)
     try:
         benchmark.group = "bandwidth"
-        benchmark.extra_info.update({"component": f"bandwidth-copy-{threads}", "kind": "bandwidth"})
-        benchmark.extra_info.update({"threads": count, "bytes_moved": copy.bytes_moved})
-        copy()
-        benchmark.pedantic(copy, rounds=1 if benchmark.disabled else 20, warmup_rounds=0, iterations=1)
+        benchmark.extra_info.update({"component": f"bandwidth-{kind}-{threads}", "kind": "bandwidth"})
+        benchmark.extra_info.update({"threads": count, "bytes_moved": kernel.bytes_moved})
+        kernel()
+        rounds = 1 if benchmark.disabled else bench.BANDWIDTH_ROUNDS
+        benchmark.pedantic(kernel, rounds=rounds, warmup_rounds=0, iterations=1)
     finally:
-        copy.close()
-    assert copy.target[-1] == 1.0
+        kernel.close()
+    assert kernel.target[-1] > 0, "the bandwidth kernel left the target array unchanged"
 
 
-# 3. Components ----------------------------------------------------------------------------
+# 3. Benchmark bodies -------------------------------------------------------------------------
 
 
-def test_loss(benchmark, component, implementation, subject):
-    framework, version, adapter, native = subject
+def no_wait():
+    # Native calls and the NumPy baseline wait for the device themselves.
+    return None
+
+
+def loss_inputs(component):
     options = component.options
     rng = np.random.default_rng(SEED)
     pred = rng.standard_normal((options["batch"], options["features"]), dtype=np.float32)
     label = rng.standard_normal((options["batch"], options["features"]), dtype=np.float32)
+    return options["name"], pred, label
 
-    if implementation == "adapter":
-        if options["name"] == "custom_l1":
-            call = BenchmarkCall(lambda: adapter.custom_l1_loss(pred, label))
-        else:
-            call = BenchmarkCall(lambda: adapter.loss(options["name"], pred, label))
-        measure(benchmark, call, component, implementation, framework, version, adapter.synchronize)
-        return
 
-    call = build(native.loss, options["name"], pred, label)
-    measure(benchmark, call, component, implementation, framework, version)
+def trainer_inputs(component):
+    layers = list(component.options["layers"])
+    batch = component.options["batch"]
+    rng = np.random.default_rng(SEED)
+    x = rng.uniform(-1, 1, size=(batch, layers[0].in_channels)).astype(np.float32)
+    label = rng.standard_normal((batch, layers[-1].out_channels)).astype(np.float32)
+    return layers, x, label
+
+
+def native_call(component, native):
+    """Return the ``BenchmarkCall`` of ``native`` (a framework's or the NumPy baseline's) for ``component``."""
+    options = component.options
+    if component.kind == "loss":
+        return build(native.loss, *loss_inputs(component))
+    if component.kind == "optimizer":
+        weights, grads = bench.optimizer_arrays(options["parameters"], options["tensors"], SEED)
+        return build(native.optimizer_step, weights, grads, bench.make_optimizer(options["name"]))
+    if component.kind == "initializer":
+        return build(native.initializer, options["layer"], bench.make_initializer(options["name"]), SEED)
+    layers, x, label = trainer_inputs(component)
+    return build(native.trainer_step, layers, x, label, bench.make_optimizer("adam"), SEED)
+
+
+def adapter_call(component, adapter):
+    """Return the ``BenchmarkCall`` of the same work as ``native_call`` through the adapter interface."""
+    options = component.options
+    if component.kind == "loss":
+        name, pred, label = loss_inputs(component)
+        if name == "custom_l1":
+            return BenchmarkCall(lambda: adapter.custom_l1_loss(pred, label))
+        return BenchmarkCall(lambda: adapter.loss(name, pred, label))
+    if component.kind == "optimizer":
+        weights, grads = bench.optimizer_arrays(options["parameters"], options["tensors"], SEED)
+        return adapter_optimizer_call(adapter, weights, grads, bench.make_optimizer(options["name"]))
+    if component.kind == "initializer":
+        initializer = bench.make_initializer(options["name"])
+        model = adapter.sequential([options["layer"]])
+        build(model.initialize, initializer)
+        adapter.synchronize()
+        return BenchmarkCall(lambda: model.initialize(initializer, force_reinit=True, seed=SEED))
+    return adapter_trainer_call(component, adapter)
 
 
 def adapter_optimizer_call(adapter, weights, grads, optimizer):
-    """Return the adapter's optimizer step as a ``BenchmarkCall``, and a function returning the first parameter."""
+    """Return the adapter's optimizer step, after checking that one step changes the first parameter."""
     names = [f"p{index}" for index in range(len(weights))]
     # The native optimizer with the given hyperparameters, as the native call uses it.
     trainer = build(adapter.trainer, dict(zip(names, weights)), optimizer, mode="native")
     trainer.backward(dict(zip(names, grads)))
-    build(trainer.mark_grads_fresh)
-    adapter.synchronize()
     call = BenchmarkCall(lambda: trainer.step(1), prepare=trainer.mark_grads_fresh)
-    return call, lambda: trainer.read_live_view(trainer.live_view(names[0]))
-
-
-def test_optimizer(benchmark, component, implementation, subject):
-    framework, version, adapter, native = subject
-    options = component.options
-    optimizer = bench.make_optimizer(options["name"])
-    weights, grads = bench.optimizer_arrays(options["parameters"], options["tensors"], SEED)
-
-    if implementation != "adapter":
-        call = build(native.optimizer_step, weights, grads, optimizer)
-        measure(benchmark, call, component, implementation, framework, version)
-        return
-
-    call, first_parameter = adapter_optimizer_call(adapter, weights, grads, optimizer)
-    before = first_parameter()
-    measure(benchmark, call, component, implementation, framework, version, adapter.synchronize)
 
     # A step that silently skipped its parameters would time nothing.
-    assert not np.array_equal(before, first_parameter()), "the optimizer step left the first parameter unchanged"
+    before = trainer.read_live_view(trainer.live_view(names[0]))
+    build(_timed, call, adapter.synchronize)
+    after = trainer.read_live_view(trainer.live_view(names[0]))
+    assert not np.array_equal(before, after), "the optimizer step left the first parameter unchanged"
+    return call
+
+
+def adapter_trainer_call(component, adapter):
+    layers, x, label = trainer_inputs(component)
+    batch = len(x)
+    model = adapter.sequential(layers)
+    model.initialize(seed=SEED)
+    # The first forward pass fixes deferred input sizes, which the Trainer needs.
+    model.forward(x)
+    trainer = build(adapter.trainer, model, bench.make_optimizer("adam"), mode="native")
+
+    def step():
+        model.forward_backward(x, label, "l2")
+        trainer.step(batch)
+
+    return BenchmarkCall(step)
+
+
+# 4. Benchmarks and the adapter overhead -----------------------------------------------------------
+
+
+def test_component(benchmark, component, implementation, subject):
+    framework, version, adapter, native = subject
+    if implementation == "adapter":
+        call = adapter_call(component, adapter)
+        measure(benchmark, call, component, implementation, framework, version, adapter.synchronize)
+    else:
+        call = native_call(component, native)
+        measure(benchmark, call, component, implementation, framework, version)
 
 
 def test_adapter_overhead(component, framework_adapter, overhead_records, pytestconfig):
-    """Adapter against native optimizer steps, timed in alternating pairs.
+    """Adapter against native calls, timed in alternating pairs.
 
     Background load changes both calls of a pair alike, so the ratio per pair
     is steadier than the ratio of two medians taken minutes apart.
     """
     adapter = framework_adapter
     native = build(adapter.native_benchmarks)
-    options = component.options
-    optimizer = bench.make_optimizer(options["name"])
-    weights, grads = bench.optimizer_arrays(options["parameters"], options["tensors"], SEED)
-    native_call = build(native.optimizer_step, weights, grads, optimizer)
-    adapter_call, _ = adapter_optimizer_call(adapter, weights, grads, optimizer)
-
-    def time_adapter():
-        return _timed(adapter_call, adapter.synchronize)
-
-    def time_native():
-        return _timed(native_call, lambda: None)
+    calls = {"native": native_call(component, native), "adapter": adapter_call(component, adapter)}
+    waits = {"native": no_wait, "adapter": adapter.synchronize}
+    times = {"native": [], "adapter": []}
 
     # Warm both, then alternate which call goes first in a pair.
     for _ in range(bench.OVERHEAD_WARMUP_CALLS):
-        time_adapter()
-        probe = time_native()
-    pairs = 1 if pytestconfig.getoption("--bench-quick", False) else bench.overhead_pairs_for(probe)
-    adapter_times, native_times = [], []
+        for name in calls:
+            probe = _timed(calls[name], waits[name])
+    quick = pytestconfig.getoption("--bench-quick", False)
+    pairs = 1 if quick else bench.overhead_pairs_for(probe, component)
     for index in range(pairs):
-        if index % 2:
-            native_times.append(time_native())
-            adapter_times.append(time_adapter())
-        else:
-            adapter_times.append(time_adapter())
-            native_times.append(time_native())
+        order = ("native", "adapter") if index % 2 else ("adapter", "native")
+        for name in order:
+            times[name].append(_timed(calls[name], waits[name]))
 
-    ratios = np.array(adapter_times) / np.array(native_times)
+    ratios = np.array(times["adapter"]) / np.array(times["native"])
     overhead_records.append(
         {
             "component": component.id,
             "framework": adapter.name,
             "framework_version": adapter.version,
             "pairs": pairs,
-            "adapter_median_s": float(np.median(adapter_times)),
-            "native_median_s": float(np.median(native_times)),
+            "adapter_median_s": float(np.median(times["adapter"])),
+            "native_median_s": float(np.median(times["native"])),
             "ratio_median": float(np.median(ratios)),
             "ratio_q1": float(np.percentile(ratios, 25)),
             "ratio_q3": float(np.percentile(ratios, 75)),
+            "overhead_limit": component.overhead_limit,
         }
     )
-
-
-def test_initializer(benchmark, component, implementation, subject):
-    framework, version, adapter, native = subject
-    layer = component.options["layer"]
-    initializer = bench.make_initializer(component.options["name"])
-
-    if implementation != "adapter":
-        call = build(native.initializer, layer, initializer, SEED)
-        measure(benchmark, call, component, implementation, framework, version)
-        return
-
-    model = adapter.sequential([layer])
-    build(model.initialize, initializer)
-    adapter.synchronize()
-    call = BenchmarkCall(lambda: model.initialize(initializer, force_reinit=True, seed=SEED))
-    measure(benchmark, call, component, implementation, framework, version, adapter.synchronize)
-
-
-def test_trainer(benchmark, component, implementation, subject):
-    framework, version, adapter, native = subject
-    layers = list(component.options["layers"])
-    batch = component.options["batch"]
-    rng = np.random.default_rng(SEED)
-    x = rng.uniform(-1, 1, size=(batch, layers[0].in_channels)).astype(np.float32)
-    label = rng.standard_normal((batch, layers[-1].out_channels)).astype(np.float32)
-    optimizer = bench.make_optimizer("adam")
-
-    if implementation != "adapter":
-        call = build(native.trainer_step, layers, x, label, optimizer, SEED)
-        measure(benchmark, call, component, implementation, framework, version)
-        return
-
-    model = adapter.sequential(layers)
-    model.initialize(seed=SEED)
-    # The first forward pass fixes deferred input sizes, which the Trainer needs.
-    model.forward(x)
-    trainer = build(adapter.trainer, model, optimizer, mode="native")
-
-    def step():
-        model.forward_backward(x, label, "l2")
-        trainer.step(batch)
-
-    measure(benchmark, BenchmarkCall(step), component, implementation, framework, version, adapter.synchronize)
