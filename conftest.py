@@ -409,9 +409,10 @@ def _is_complete_run(config):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     adapter = config.stash.get(ADAPTER_KEY, None)
-    if adapter is None:
-        return
     records = config.stash[RECORDS_KEY]
+    # Runs without conformance cases (benchmarks, harness self-tests) have nothing to summarize.
+    if adapter is None or (not records and MATCHED_DEVIATIONS_KEY not in config.stash):
+        return
     counts = {}
     for entry in records:
         counts[entry["outcome"]] = counts.get(entry["outcome"], 0) + 1
