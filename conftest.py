@@ -97,8 +97,13 @@ def pytest_configure(config):
         profile_path = config.getoption("--profile")
         if profile_path is None:
             config.stash[PROFILE_KEY] = load_profile(framework)
+        elif not Path(profile_path).is_file():
+            raise ProfileError(
+                f"profile not found: {Path(profile_path).resolve()}; start from a copy of "
+                f"spec/profiles/{framework}.toml"
+            )
         else:
-            config.stash[PROFILE_KEY] = load_profile(Path(profile_path).stem, Path(profile_path).parent)
+            config.stash[PROFILE_KEY] = load_profile(Path(profile_path).stem, Path(profile_path).resolve().parent)
     except ProfileError as error:
         raise pytest.UsageError(str(error)) from error
     config.stash[DEVICE_MISSING_KEY] = not adapter.device_available()
@@ -115,6 +120,7 @@ def pytest_report_header(config):
         f"device {facts['device']}, dtype {facts['dtype']}"
     ]
     lines.append(f"trainspec numerics: {numerics}")
+    lines.append(f"trainspec profile: {config.stash[PROFILE_KEY].path}")
     if config.stash[DEVICE_MISSING_KEY]:
         lines.append(f"trainspec: device {facts['device']} is not available: every case is recorded as not_run")
     return lines
@@ -230,9 +236,15 @@ def check(request, pytestconfig):
         case_id=case_id_of(request.node),
         nodeid=request.node.nodeid,
         dtype=pytestconfig.getoption("--dtype"),
-        repro_dir=Path(pytestconfig.getoption("--results-dir")) / "repro",
+        # One folder per framework run, so runs of other dtypes or devices keep theirs.
+        repro_dir=Path(pytestconfig.getoption("--results-dir"))
+        / "repro"
+        / f"{framework}-{pytestconfig.getoption('--device').replace(':', '')}-{pytestconfig.getoption('--dtype')}",
         rerun_command=rerun,
     )
+    # A known deviation fails as expected: its inputs are in the profile's
+    # measured size, and a repro is written only for unexpected failures.
+    checker.write_repros = DEVIATION_KEY not in request.node.stash
     request.node.stash[CHECKER_KEY] = checker
     return checker
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from harness.results import clean_json
+
 PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -61,8 +63,15 @@ function text(tag, content, attributes) {
   return element;
 }
 
+// The report stores infinite and NaN values as the strings "inf", "-inf" and "nan".
+function toNumber(value) {
+  if (value === "inf") return Infinity;
+  if (value === "-inf") return -Infinity;
+  return Number(value);
+}
+
 function formatError(value) {
-  return value === null || value === undefined ? "-" : Number(value).toExponential(1);
+  return value === null || value === undefined ? "-" : toNumber(value).toExponential(1);
 }
 
 function buildHeader() {
@@ -153,7 +162,8 @@ function buildPlot() {
   svg.setAttribute("height", String(height));
   const colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
   // x axis: log10(headroom) from -8 to 0.
-  const x = value => left + Math.max(0, (Math.log10(value) + 8) / 8) * width;
+  // Headroom above 1.5 (a failed or deviating check, or "inf") is drawn at 1.5, just past the line at 1.
+  const x = value => left + Math.max(0, (Math.log10(Math.min(value, 1.5)) + 8) / 8) * width;
   function add(tag, attributes, content) {
     const element = document.createElementNS(svgNamespace, tag);
     for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, String(value));
@@ -164,9 +174,11 @@ function buildPlot() {
     const top = index * groupHeight;
     add("text", {x: 0, y: top + groupHeight / 2 + 4}, ruleId);
     runs.forEach((run, runIndex) => {
-      const headroom = data.matrix[ruleId][run.key].all.headroom;
-      if (headroom === null || headroom === undefined || Number(headroom) <= 0) return;
-      add("rect", {x: left, y: top + runIndex * barHeight + 3, width: Math.max(1, x(Number(headroom)) - left),
+      const cell = data.matrix[ruleId][run.key].all;
+      const values = [cell.headroom, cell.law_headroom].filter(v => v !== null && v !== undefined).map(toNumber);
+      const headroom = values.length ? Math.max(...values) : 0;
+      if (!(headroom > 0)) return;
+      add("rect", {x: left, y: top + runIndex * barHeight + 3, width: Math.max(1, x(headroom) - left),
                    height: barHeight - 1, fill: colors[runIndex % colors.length], class: "bar"},
           undefined);
     });
@@ -198,5 +210,5 @@ applyFilters();
 
 def render_html(document):
     """Return the HTML page for the merged ``document``."""
-    payload = json.dumps(document, default=str).replace("</", "<\\/")
+    payload = json.dumps(clean_json(document), default=str, allow_nan=False).replace("</", "<\\/")
     return PAGE.replace("__DATA__", payload)

@@ -32,11 +32,12 @@ def _finite_or_none(value):
     return value
 
 
-def _clean(value):
+def clean_json(value):
+    """Return ``value`` with every infinite or NaN float replaced by its string."""
     if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
+        return {key: clean_json(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(item) for item in value]
+        return [clean_json(item) for item in value]
     return _finite_or_none(value)
 
 
@@ -62,4 +63,4 @@ def write_record(path, run, cases):
         if case["outcome"] not in OUTCOMES:
             raise ValueError(f"invalid outcome {case['outcome']!r} for {case['nodeid']}: expected one of {OUTCOMES}")
     document = {"schema": SCHEMA_VERSION, "run": run, "cases": cases}
-    write_atomic(path, json.dumps(_clean(document), indent=1, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(clean_json(document), indent=1, sort_keys=True, allow_nan=False) + "\n")

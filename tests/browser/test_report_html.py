@@ -76,7 +76,7 @@ def test_outcome_filter(page):
     page.select_option("#outcome-filter", "deviation")
     assert visible_rules(page) == ["LOSS-L2-NORMALIZATION"]
     page.select_option("#outcome-filter", "failed")
-    assert visible_rules(page) == ["ADAM-EPSILON"]
+    assert visible_rules(page) == ["INIT-FANS", "ADAM-EPSILON"]
     page.select_option("#outcome-filter", "")
 
 

@@ -29,6 +29,14 @@ def sample_cases():
             deviation={"rule": "LOSS-L2-NORMALIZATION", "versions": ">=1", "size": "factor 2", "reason": "no 1/2"},
         ),
         case("c", ["INIT-TRUNCATED-NORMAL"], "unsupported", message="no truncated normal"),
+        # A failed law check has an infinite headroom, stored as "inf".
+        case(
+            "e",
+            ["INIT-FANS"],
+            "failed",
+            headroom=float("inf"),
+            comparisons=[{"what": "weight", "tolerance": "statistical", "headroom": float("inf")}],
+        ),
         case("d", ["ADAM-EPSILON"], "failed", max_abs_error=0.1),
     ]
 
@@ -64,6 +72,18 @@ def test_missing_framework_is_not_run_everywhere(tmp_path):
     markdown = (out / "conformance.md").read_text()
     assert "torch (no results record)" in markdown
     assert "FAIL" in markdown
+
+
+def test_report_json_is_strict(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "report"
+    write_sample(results)
+    merge(results, out, frameworks=("mxnet",))
+
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    document = json.loads((out / "conformance.json").read_text(), parse_constant=reject)
+    assert document["matrix"]["INIT-FANS"]["mxnet 1.9.1 cpu float32"]["all"]["law_headroom"] == "inf"
 
 
 def test_truncated_record_stops_merge_naming_file(tmp_path):
@@ -117,7 +137,7 @@ def test_main_prints_summary_and_exits_2_on_bad_record(tmp_path, capsys):
     write_sample(results)
     assert main(["--results", str(results), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "mxnet 1.9.1 cpu float32: 1 passed, 1 deviation, 1 unsupported, 1 failed, 0 not_run" in printed
+    assert "mxnet 1.9.1 cpu float32: 1 passed, 1 deviation, 1 unsupported, 2 failed, 0 not_run" in printed
     assert "torch (no results record): not run" in printed
     assert str(out / "index.html") in printed
 
@@ -133,4 +153,7 @@ def test_porting_guide_lists_profile_mapping(tmp_path):
     porting = (out / "porting.md").read_text()
     assert "### LOSS-BATCH-AXIS" in porting
     assert "NumPy mode ignores batch_axis" in porting
-    assert "measured, native (mxnet 1.9.1 cpu float32): deviation, largest error 5.0e-01" in porting
+    expected = (
+        "measured, native (mxnet 1.9.1 cpu float32): deviation, largest error against the expected values 5.0e-01"
+    )
+    assert expected in porting
