@@ -173,6 +173,7 @@ class Checker:
                 f"{worst['what']}: max abs difference {worst['max_abs_error']:.3g}, "
                 f"max rel {worst['max_rel_error']:.3g} from the canonical result"
             )
+        size = f"{size} (case {self.case_id})"
         choices = "; ".join(
             f"{component}: " + ", ".join(f"{key}={value!r}" for key, value in differing.items())
             for component, differing in self.native_choices.items()

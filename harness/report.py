@@ -335,10 +335,10 @@ def render_porting(rules, profiles, runs, matrix):
                         if question not in cell:
                             continue
                         summary = cell[question]
-                        measured = [d for d in summary["deviations"] if d.get("source") == "native choices"]
-                        if measured:
+                        native_differences = [d for d in summary["deviations"] if d.get("source") == "native choices"]
+                        if native_differences:
                             # The size of a native difference is measured against the spec, case by case.
-                            for deviation in measured:
+                            for deviation in native_differences:
                                 lines.append(
                                     f"  - measured, {question} ({run.key}): differs from the spec by "
                                     f"{deviation['size']} (largest of {deviation['cases']} case(s))"

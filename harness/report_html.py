@@ -34,7 +34,8 @@ code { font-size: 12px; }
 <body>
 <h1>trainspec conformance matrix</h1>
 <p>Each cell shows the outcome of the canonical question and, after the slash, the native question, then
-the largest absolute error over the rule's cases. Click a rule for its statement, reference and each
+the largest absolute error over the rule's cases and, for random initializers, "h" and the largest law
+statistic over its limit (above 1 fails). Click a rule for its statement, reference and each
 framework's mapping.</p>
 <div class="controls">
 <label>Area <select id="area-filter"><option value="">all</option><option>initialization</option>
@@ -125,7 +126,11 @@ function buildBody() {
       let label = marks[main.outcome];
       if (cell.native) label += " / " + marks[cell.native.outcome];
       outcomes.push(cell.all.outcome, main.outcome, (cell.native || main).outcome);
-      const td = text("td", label + " " + formatError(cell.all.max_abs_error), {class: cell.all.outcome});
+      let error = formatError(cell.all.max_abs_error);
+      if (cell.all.law_headroom !== null && cell.all.law_headroom !== undefined) {
+        error += ", h " + toNumber(cell.all.law_headroom).toFixed(2);
+      }
+      const td = text("td", label + " " + error, {class: cell.all.outcome});
       td.title = JSON.stringify(cell.all.counts);
       row.appendChild(td);
     }
