@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -492,22 +490,6 @@ def render_chart(runs, frameworks):
     return buffer.getvalue()
 
 
-def write_bytes_atomic(path, data):
-    """Write ``data`` to ``path`` whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 # 4. Merge -----------------------------------------------------------------------------------
 
 
@@ -521,7 +503,7 @@ def merge(results_dir, out_dir, frameworks=tuple(ADAPTERS)):
     chart = render_chart(runs, list(frameworks))
     out_dir = Path(out_dir)
     write_atomic(out_dir / "benchmarks.md", markdown)
-    write_bytes_atomic(out_dir / "benchmarks.png", chart)
+    write_atomic(out_dir / "benchmarks.png", chart)
     return runs, [out_dir / "benchmarks.md", out_dir / "benchmarks.png"]
 
 

@@ -42,12 +42,13 @@ def clean_json(value):
 
 
 def write_atomic(path, text):
-    """Write ``text`` to ``path`` whole or not at all."""
+    """Write ``text`` (str, or bytes for binary files) to ``path`` whole or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mode = {"mode": "wb"} if isinstance(text, bytes) else {"mode": "w", "encoding": "utf-8"}
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        with os.fdopen(handle, **mode) as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
