@@ -4,7 +4,7 @@
 ``mxnet.numpy.ndarray`` and Gluon blocks run in NumPy mode.
 
 NOTE: Legacy ndarray API. In NumPy mode Gluon 1.9.1's ``L1Loss`` and
-``L2Loss`` average over axes 1..ndim-1 whatever ``batch_axis`` says
+``L2Loss`` average over axes 1..ndim-1 whatever ``batch_axis`` is
 (``hybrid_forward`` ignores ``self._batch_axis`` there). The canonical loss
 for ``batch_axis != 0`` therefore runs the same loss classes on legacy
 ``mx.nd`` arrays inside ``mx.util.np_array(active=False)``, where ``batch_axis`` is honoured.

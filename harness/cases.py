@@ -60,5 +60,5 @@ def reference_loss(name, question, profile, check=None):
 
 
 def adapter_mode(question):
-    """Return the adapter mode that answers ``question``."""
+    """Return the adapter mode for ``question``."""
     return "native" if question == "native" else "canonical"

@@ -126,7 +126,7 @@ class Checker:
         canonical = np.asarray(canonical, dtype=np.float64)
         if actual.shape != canonical.shape:
             # Different shapes (a scalar mean against per-sample values, say):
-            # the means of both still say how far the numbers are apart.
+            # the means of both still show how far the numbers are apart.
             native_mean, canonical_mean = float(actual.mean()), float(canonical.mean())
             ratio = native_mean / canonical_mean if canonical_mean else float("inf")
             self.canonical_differences.append(

@@ -1,6 +1,6 @@
 """Results records: one JSON file per framework run.
 
-``results/<framework>-<version>-<device>-<dtype>.json`` holds the run facts
+``results/<framework>-<version>-<device>-<dtype>.json`` contains the run facts
 and one entry per test case. Files are written to a temporary file in the
 same folder and renamed over the target, so a reader sees the whole file or
 the previous one, never a partial write.

@@ -66,7 +66,7 @@ def fans(shape, layout="OIHW"):
     if layout == "HWIO":
         return shape[-2] * receptive, shape[-1] * receptive
 
-    # HWIM: each output channel sees one input channel over the window.
+    # HWIM: each output channel reads one input channel over the window.
     in_channels, multiplier = shape[-2], shape[-1]
     return receptive, in_channels * multiplier * receptive
 
@@ -370,7 +370,7 @@ def effective_initializer(kind, own=None, global_init=None):
 
 
 class AlreadyInitializedWarning(UserWarning):
-    """``initialize`` on a parameter that already holds values, without
+    """``initialize`` on a parameter that already has values, without
     ``force_reinit``."""
 
 

@@ -26,7 +26,7 @@ from reference.stats import check_law
         # group, so fan_in = 4*9 = 36; fan_out counts all 32 outputs: 288.
         ((32, 4, 3, 3), "OIHW", (36, 288)),
         ((3, 3, 4, 32), "HWIO", (36, 288)),
-        # Depthwise 8 channels, multiplier 2, 5x5: each output sees 25 inputs;
+        # Depthwise 8 channels, multiplier 2, 5x5: each output reads 25 inputs;
         # fan_out = 8*2*25 = 400. OIHW form is (16, 1, 5, 5).
         ((16, 1, 5, 5), "OIHW", (25, 400)),
         ((5, 5, 8, 2), "HWIM", (25, 400)),
