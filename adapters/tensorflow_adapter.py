@@ -909,6 +909,18 @@ class TensorFlowAdapter(Adapter):
 # 9. Native benchmark calls --------------------------------------------------------------------
 
 
+def _benchmark_optimizer(optimizer):
+    """Return the Keras SGD or Adam that a user would write for a reference optimizer."""
+    if optimizer.name == "sgd":
+        return keras.optimizers.SGD(learning_rate=float(optimizer.learning_rate), momentum=float(optimizer.momentum))
+    return keras.optimizers.Adam(
+        learning_rate=float(optimizer.learning_rate),
+        beta_1=float(optimizer.beta1),
+        beta_2=float(optimizer.beta2),
+        epsilon=float(optimizer.epsilon),
+    )
+
+
 class TensorFlowBenchmarks(NativeBenchmarks):
     """Each component written as a Keras 3 user writes it, without the adapter.
 
@@ -960,17 +972,7 @@ class TensorFlowBenchmarks(NativeBenchmarks):
         with self.adapter.scope():
             variables = [keras.Variable(weight, dtype=self.adapter.dtype) for weight in weights]
             pairs = [(self.adapter.tensor(grad), variable) for grad, variable in zip(grads, variables)]
-            if optimizer.name == "sgd":
-                native = keras.optimizers.SGD(
-                    learning_rate=float(optimizer.learning_rate), momentum=float(optimizer.momentum)
-                )
-            else:
-                native = keras.optimizers.Adam(
-                    learning_rate=float(optimizer.learning_rate),
-                    beta_1=float(optimizer.beta1),
-                    beta_2=float(optimizer.beta2),
-                    epsilon=float(optimizer.epsilon),
-                )
+            native = _benchmark_optimizer(optimizer)
             native.build(variables)
 
         def run():
@@ -1009,17 +1011,7 @@ class TensorFlowBenchmarks(NativeBenchmarks):
             label_tensor = self.adapter.tensor(label)
             # The first call builds every layer, which the optimizer needs.
             model(x_tensor)
-            if optimizer.name == "sgd":
-                native = keras.optimizers.SGD(
-                    learning_rate=float(optimizer.learning_rate), momentum=float(optimizer.momentum)
-                )
-            else:
-                native = keras.optimizers.Adam(
-                    learning_rate=float(optimizer.learning_rate),
-                    beta_1=float(optimizer.beta1),
-                    beta_2=float(optimizer.beta2),
-                    epsilon=float(optimizer.epsilon),
-                )
+            native = _benchmark_optimizer(optimizer)
             native.build(model.trainable_variables)
             mse = keras.losses.MeanSquaredError(reduction=None, dtype=self.adapter.dtype)
 

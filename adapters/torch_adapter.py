@@ -834,6 +834,15 @@ class TorchAdapter(Adapter):
 # 6. Native benchmark calls ------------------------------------------------------------------------
 
 
+def _benchmark_optimizer(params, optimizer):
+    """Return the torch.optim SGD or Adam that a user would write for a reference optimizer."""
+    if optimizer.name == "sgd":
+        return torch.optim.SGD(params, lr=optimizer.learning_rate, momentum=optimizer.momentum)
+    return torch.optim.Adam(
+        params, lr=optimizer.learning_rate, betas=(optimizer.beta1, optimizer.beta2), eps=optimizer.epsilon
+    )
+
+
 class TorchBenchmarks(NativeBenchmarks):
     """Each component written as a PyTorch user writes it, without the adapter.
 
@@ -882,12 +891,7 @@ class TorchBenchmarks(NativeBenchmarks):
             param = nn.Parameter(self.adapter.tensor(weight))
             param.grad = self.adapter.tensor(grad)
             params.append(param)
-        if optimizer.name == "sgd":
-            native = torch.optim.SGD(params, lr=optimizer.learning_rate, momentum=optimizer.momentum)
-        else:
-            native = torch.optim.Adam(
-                params, lr=optimizer.learning_rate, betas=(optimizer.beta1, optimizer.beta2), eps=optimizer.epsilon
-            )
+        native = _benchmark_optimizer(params, optimizer)
 
         def run():
             native.step()
@@ -932,15 +936,7 @@ class TorchBenchmarks(NativeBenchmarks):
         # The first forward pass gives lazy layers their shapes, which the optimizer needs.
         with torch.no_grad():
             net(x_tensor)
-        if optimizer.name == "sgd":
-            native = torch.optim.SGD(net.parameters(), lr=optimizer.learning_rate, momentum=optimizer.momentum)
-        else:
-            native = torch.optim.Adam(
-                net.parameters(),
-                lr=optimizer.learning_rate,
-                betas=(optimizer.beta1, optimizer.beta2),
-                eps=optimizer.epsilon,
-            )
+        native = _benchmark_optimizer(net.parameters(), optimizer)
 
         def run():
             native.zero_grad()

@@ -55,30 +55,26 @@ def test_profiles_parse_and_name_existing_rules():
         assert profile.framework == name
 
 
+# A valid catalogue entry that the tests below break one field at a time.
+ENTRY = {
+    "id": "LOSS-X",
+    "area": "losses",
+    "title": "t",
+    "statement": "s",
+    "parameters": {},
+    "reference": "reference.losses:l1_loss",
+    "tolerance": "exact",
+}
+
+
 def test_catalogue_rejects_unknown_tolerance():
-    entry = {
-        "id": "LOSS-X",
-        "area": "losses",
-        "title": "t",
-        "statement": "s",
-        "parameters": {},
-        "reference": "reference.losses:l1_loss",
-        "tolerance": "loose",
-    }
+    entry = {**ENTRY, "tolerance": "loose"}
     with pytest.raises(CatalogueError, match="invalid tolerance 'loose'"):
         parse_rules({"rule": [entry]}, "test")
 
 
 def test_catalogue_rejects_duplicate_and_bad_ids():
-    entry = {
-        "id": "LOSS-X",
-        "area": "losses",
-        "title": "t",
-        "statement": "s",
-        "parameters": {},
-        "reference": "reference.losses:l1_loss",
-        "tolerance": "exact",
-    }
+    entry = ENTRY
     with pytest.raises(CatalogueError, match="duplicate id 'LOSS-X'"):
         parse_rules({"rule": [entry, entry]}, "test")
     with pytest.raises(CatalogueError, match="invalid id 'loss_x'"):
