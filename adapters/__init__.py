@@ -29,7 +29,7 @@ def load_adapter(name, device="cpu", dtype="float32"):
     module_name, class_name = ADAPTERS[name]
     try:
         # MXNet 1.9 imports NumPy aliases that NumPy deprecated, with a
-        # DeprecationWarning per alias at import time; they say nothing about the run.
+        # DeprecationWarning per alias at import time; they are not about the run.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             module = importlib.import_module(module_name)

@@ -30,6 +30,13 @@ def case_seed(case_id):
     return zlib.crc32(case_id.encode("utf-8"))
 
 
+def _ratio(value, limit):
+    # A statistic over its limit; a limit of 0 allows only 0.
+    if limit:
+        return value / limit
+    return 0.0 if value == 0 else float("inf")
+
+
 def _safe_name(text):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:120]
 
@@ -82,10 +89,7 @@ class Checker:
     def law(self, what, samples, law):
         """Check that ``samples`` follow the reference ``law`` (reference.stats)."""
         result = check_law(samples, law, dtype_eps=machine_epsilon(self.dtype))
-        headroom = max(
-            value / limit if limit else (0.0 if value == 0 else float("inf"))
-            for value, limit in result.statistics.values()
-        )
+        headroom = max(_ratio(value, limit) for value, limit in result.statistics.values())
         self.comparisons.append(
             {
                 "what": what,

@@ -380,7 +380,7 @@ class Parameter:
     ``shape`` may contain ``None`` for a dimension that is not known until the
     first forward pass. ``initialize`` on such a parameter records the
     initializer and draws nothing; ``infer_shape`` then fills the unknown
-    dimensions and draws. ``initialize`` on a parameter that already holds
+    dimensions and draws. ``initialize`` on a parameter that already has
     values warns and changes nothing unless ``force_reinit`` is set.
     """
 

@@ -1,7 +1,7 @@
 """Conformance of SGD, Adam and the Trainer step.
 
 Gradients are injected through the framework's autograd (the adapter
-back-propagates ``sum(param * grad)``), so the optimizer sees exactly the
+back-propagates ``sum(param * grad)``), so the optimizer receives exactly the
 drawn gradient. After every step the parameters are compared with the
 reference Trainer fed the same gradients.
 """
@@ -336,8 +336,8 @@ def run_plan(adapter, check, optimizer_name, plan):
 @pytest.mark.rule("TRAINER-STALE-GRAD")
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
 def test_ignore_stale_grad_skips(adapter, check, optimizer_name):
-    # Step 2 has a fresh gradient for "w" only and skips "b"; at step 3 Adam
-    # is at its second update of "b" and its third of "w".
+    # Step 2 has a fresh gradient for "w" only, so it skips "b". At step 3
+    # Adam is at its second update of "b" and its third of "w".
     plan = [(("w", "b"), False), (("w",), True), (("w", "b"), False)]
     for _ in run_plan(adapter, check, optimizer_name, plan):
         pass

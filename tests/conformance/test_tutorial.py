@@ -54,7 +54,7 @@ def test_sequential_deferred_shapes(adapter, check):
     model = adapter.sequential(SEQUENTIAL)
     model.initialize(seed=check.seed)
 
-    # Only the first layer knows its input size before the forward pass.
+    # Only the first layer has its input size before the forward pass.
     check.equal(
         "shapes after initialize()",
         model.param_shapes(),

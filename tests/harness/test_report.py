@@ -132,7 +132,7 @@ def test_existing_report_kept_when_merge_fails(tmp_path):
     assert (out / "conformance.md").read_text() == before
 
 
-def test_main_prints_summary_and_exits_2_on_bad_record(tmp_path, capsys):
+def test_main_summary_and_bad_record_exit(tmp_path, capsys):
     results, out = tmp_path / "results", tmp_path / "report"
     write_sample(results)
     assert main(["--results", str(results), "--out", str(out)]) == 0

@@ -61,7 +61,7 @@ def test_seed_is_stable():
     assert case_seed("a") == 0xE8B7BE43
 
 
-def test_checker_failure_names_rule_case_seed_and_writes_repro(tmp_path):
+def test_checker_failure_message_and_repro(tmp_path):
     checker = make_checker(tmp_path)
     checker.record_inputs(pred=np.ones(3))
     with pytest.raises(ConformanceFailure) as failure:

@@ -22,7 +22,7 @@ from reference.stats import check_law
         # Conv 16 -> 32 with a 3x3 window: 16*9 = 144 in, 32*9 = 288 out.
         ((32, 16, 3, 3), "OIHW", (144, 288)),
         ((3, 3, 16, 32), "HWIO", (144, 288)),
-        # Grouped conv, groups=4: the kernel holds 16/4 = 4 input channels per
+        # Grouped conv, groups=4: the kernel has 16/4 = 4 input channels per
         # group, so fan_in = 4*9 = 36; fan_out counts all 32 outputs: 288.
         ((32, 4, 3, 3), "OIHW", (36, 288)),
         ((3, 3, 4, 32), "HWIO", (36, 288)),
